@@ -43,7 +43,7 @@ def mixed_table() -> pa.Table:
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole test run: 2 CPUs, no dashboard; shut down at the end."""
-    ray = pytest.importorskip("ray")
+    import ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
