@@ -1,0 +1,254 @@
+"""Codec: real rows <-> the model's float32 space, fitted on the training split, saved as plain JSON.
+
+    codec = Codec.fit(table, label="y")
+    x = codec.transform(table)                  # (n, input_dim) float32, encoder input
+    y = codec.encode_labels(table)              # (n,) int64 class indices
+    t = codec.inverse(params, rng, temperature=1.0)   # decoder output (n, output_dim) -> pa.Table
+    Codec.from_json(json.loads(json.dumps(codec.to_json())))
+
+Per-column codecs live in ``augment.columns``; see docs/architecture.md for the layout of each segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from augment import io as aio
+from augment.columns import COLUMN_KINDS, CategoricalColumn, ImageColumn, NumericColumn, type_from_str, type_to_str
+from augment.errors import ClassNameError, InputError, SchemaError
+
+__all__ = ["Codec", "Segment", "LabelSpec", "CODEC_FORMAT"]
+
+CODEC_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where one column lives in the encoder input (``in``) and the decoder output (``out``)."""
+
+    name: str
+    kind: str  # "numeric" | "categorical" | "image"
+    in_start: int
+    in_stop: int
+    out_start: int
+    out_stop: int
+    has_nulls: bool
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The label column, its classes (JSON values, class-index order) and their training counts."""
+
+    column: str | None
+    classes: list
+    counts: list
+    type_str: str | None
+
+    @property
+    def arrow_type(self) -> pa.DataType | None:
+        return None if self.type_str is None else type_from_str(self.type_str)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _as_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return aio._as_array(col)
+
+
+def _is_auto_categorical(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)
+            or pa.types.is_dictionary(t))
+
+
+def _is_label_type(t: pa.DataType) -> bool:
+    v = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_integer(v) or pa.types.is_string(v) or pa.types.is_large_string(v) or pa.types.is_boolean(v)
+
+
+def _fit_label(table: pa.Table, label: str | None) -> LabelSpec:
+    if label is None:
+        return LabelSpec(None, [None], [table.num_rows], None)
+    if label not in table.column_names:
+        raise SchemaError(f"label column {label!r} not found; available columns: {table.column_names}")
+    arr = _as_array(table.column(label))
+    if not _is_label_type(arr.type):
+        raise SchemaError(f"label column {label!r} has type {arr.type}; allowed: integers, strings or booleans")
+    if arr.null_count:
+        raise InputError(f"label column {label!r} has {arr.null_count} null values; every row needs a label")
+    values = arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+    vc = pc.value_counts(values)
+    classes, counts = vc.field("values"), vc.field("counts")
+    order = pc.sort_indices(classes)
+    classes, counts = classes.take(order).to_pylist(), counts.take(order).to_pylist()
+    for c, k in zip(classes, counts):
+        if k < 2:
+            raise InputError(f"class {c!r} of label {label!r} has {k} row; every class needs at least 2 rows")
+    return LabelSpec(label, classes, [int(k) for k in counts], type_to_str(arr.type))
+
+
+class Codec:
+    """Fitted per-column codecs plus the label; see the module docstring."""
+
+    def __init__(self, *, modality: str, columns: list, label: LabelSpec, image_shape: tuple[int, int, int] | None = None):
+        self.modality = modality
+        self.columns = list(columns)
+        self.label = label
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        segments, i, o = [], 0, 0
+        for col in self.columns:
+            segments.append(Segment(col.name, col.kind, i, i + col.in_dim, o, o + col.out_dim, bool(col.has_nulls)))
+            i, o = i + col.in_dim, o + col.out_dim
+        self.segments: list[Segment] = segments
+        self.input_dim, self.output_dim = i, o
+
+    # ---- fitting -------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, table: pa.Table, *, label: str | None, image_shape: tuple[int, int, int] | None = None,
+            n_quantiles: int = 1000, max_categories: int = 1000, categorical: list[str] | None = None) -> "Codec":
+        """Fit on the training split. ``categorical`` forces the named (e.g. integer) columns to be categorical."""
+        spec = _fit_label(table, label)
+        features = [c for c in table.column_names if c != label]
+        if not features:
+            raise SchemaError(f"no feature columns besides the label {label!r}; columns: {table.column_names}")
+        if table.num_rows < 2:
+            raise InputError(f"the table has {table.num_rows} rows; at least 2 are needed")
+        forced = set(categorical or ())
+        unknown = forced - set(features)
+        if unknown:
+            raise SchemaError(f"categorical columns {sorted(unknown)} not found; feature columns: {features}")
+        images = [c for c in aio.detect_image_columns(table) if c != label]
+        if images:
+            others = [c for c in features if c not in images[:1]]
+            if others:
+                raise SchemaError(f"an image table holds one image column ({images[0]!r}) and the label; remove {others}")
+            name = images[0]
+            shape = aio.image_shape_of(table, name, image_shape)
+            col = ImageColumn.fit(name, _as_array(table.column(name)), shape)
+            return cls(modality="image", columns=[col], label=spec, image_shape=shape)
+        columns = []
+        for name in features:
+            arr = _as_array(table.column(name))
+            t = arr.type
+            if name in forced or _is_auto_categorical(t):
+                if name in forced and not (_is_auto_categorical(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
+                    raise SchemaError(f"column {name!r} of type {t} cannot be categorical; allowed: strings, booleans, integers, floats")
+                columns.append(CategoricalColumn.fit(name, arr, max_categories=max_categories))
+            elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t):
+                columns.append(NumericColumn.fit(name, arr, n_quantiles=n_quantiles))
+            else:
+                raise SchemaError(f"column {name!r} has type {t}; allowed: integers, floats, strings, booleans, dictionary, or one image column")
+        return cls(modality="table", columns=columns, label=spec)
+
+    # ---- forward (training, perturb) -----------------------------------------------------------------------
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def feature_schema(self) -> pa.Schema:
+        """The feature columns' names and Arrow types, in training order (label excluded)."""
+        return pa.schema([pa.field(c.name, c.arrow_type) for c in self.columns])
+
+    def _check_columns(self, table: pa.Table) -> None:
+        missing = [c for c in self.column_names if c not in table.column_names]
+        if missing:
+            raise SchemaError(f"columns {missing} missing from the table; it has {table.column_names}")
+
+    def transform(self, table: pa.Table) -> np.ndarray:
+        """Real rows -> (n, input_dim) float32 (the encoder input)."""
+        self._check_columns(table)
+        out = np.empty((table.num_rows, self.input_dim), np.float32)
+        for col, seg in zip(self.columns, self.segments):
+            out[:, seg.in_start:seg.in_stop] = col.transform(_as_array(table.column(col.name)))
+        return out
+
+    def encode_labels(self, table: pa.Table) -> np.ndarray:
+        """(n,) int64 class indices; all zeros for an unconditional codec."""
+        column = self.label.column
+        if column is None:
+            return np.zeros(table.num_rows, np.int64)
+        if column not in table.column_names:
+            raise SchemaError(f"label column {column!r} not found; available columns: {table.column_names}")
+        arr = _as_array(table.column(column))
+        if arr.null_count:
+            raise InputError(f"label column {column!r} has {arr.null_count} null values; every row needs a label")
+        values = arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+        known = pa.array(self.label.classes, type=self.label.arrow_type if not pa.types.is_dictionary(self.label.arrow_type) else self.label.arrow_type.value_type)
+        try:
+            if values.type != known.type:
+                values = values.cast(known.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise ClassNameError(f"label column {column!r} has type {arr.type}; known classes: {self.label.classes}") from err
+        idx = pc.index_in(values, value_set=known)
+        if idx.null_count:
+            bad = values.filter(idx.is_null())[0].as_py()
+            raise ClassNameError(f"unknown class {bad!r} in label column {column!r}; known classes: {self.label.classes}")
+        return idx.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    # ---- inverse (generation) ------------------------------------------------------------------------------
+    def inverse(self, params: np.ndarray, rng: np.random.Generator | int, temperature: float = 1.0) -> pa.Table:
+        """Decoder output (n, output_dim) -> the feature columns (real names, order and types; no label).
+
+        ``rng`` is consumed column by column in training order; ``temperature`` 0 gives the modes.
+        """
+        params = np.asarray(params)
+        if params.ndim != 2 or params.shape[1] != self.output_dim:
+            raise ValueError(f"params must have shape (n, {self.output_dim}), got {params.shape}")
+        if not temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        arrays = [col.inverse(params[:, seg.out_start:seg.out_stop], rng, float(temperature))
+                  for col, seg in zip(self.columns, self.segments)]
+        return pa.Table.from_arrays(arrays, schema=self.feature_schema)
+
+    def label_array(self, indices: np.ndarray) -> pa.Array:
+        """Class indices -> label values in the label's original Arrow type (all null when unconditional)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        t = self.label.arrow_type
+        if t is None:
+            return pa.nulls(len(indices))
+        if indices.size and (indices.min() < 0 or indices.max() >= self.label.num_classes):
+            raise ClassNameError(f"class index out of range 0..{self.label.num_classes - 1}; classes: {self.label.classes}")
+        if pa.types.is_dictionary(t):
+            dictionary = pa.array(self.label.classes, type=t.value_type)
+            return pa.DictionaryArray.from_arrays(pa.array(indices).cast(t.index_type), dictionary, ordered=t.ordered)
+        return pa.array(self.label.classes, type=t).take(pa.array(indices))
+
+    # ---- JSON ----------------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        """Plain JSON (dicts, lists, numbers, strings, bools, None): ``json.dumps`` works on it."""
+        return {
+            "format": CODEC_FORMAT,
+            "modality": self.modality,
+            "image_shape": None if self.image_shape is None else list(self.image_shape),
+            "label": {"column": self.label.column, "classes": list(self.label.classes),
+                      "counts": list(self.label.counts), "type": self.label.type_str},
+            "columns": [c.to_json() for c in self.columns],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Codec":
+        if int(d.get("format", 0)) > CODEC_FORMAT:
+            raise SchemaError(f"codec format {d.get('format')} is newer than this augment reads ({CODEC_FORMAT}); upgrade augment")
+        lab = d["label"]
+        spec = LabelSpec(lab["column"], list(lab["classes"]), [int(k) for k in lab["counts"]], lab["type"])
+        columns = []
+        for c in d["columns"]:
+            if c["kind"] not in COLUMN_KINDS:
+                raise SchemaError(f"unknown column kind {c['kind']!r} in codec; known: {sorted(COLUMN_KINDS)}")
+            columns.append(COLUMN_KINDS[c["kind"]].from_json(c))
+        return cls(modality=d["modality"], columns=columns, label=spec, image_shape=d.get("image_shape"))
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{s.name}:{s.kind}" for s in self.segments)
+        return f"Codec(modality={self.modality!r}, input_dim={self.input_dim}, output_dim={self.output_dim}, label={self.label.column!r}, columns=[{kinds}])"
+
+
+# NumericColumn and CategoricalColumn are re-exported for callers that build codecs by hand in tests
+_ = (NumericColumn, CategoricalColumn)

@@ -1,0 +1,308 @@
+"""One codec per column kind (numeric, categorical, image), used by ``augment.codec.Codec``.
+
+Each has ``fit``, ``in_dim``/``out_dim``, ``transform(arr) -> (n, in_dim) float32``,
+``inverse(params (n, out_dim), rng, temperature) -> pa.Array`` and a JSON round trip. All numpy, vectorized.
+Random draws: numeric takes n normals then (if nullable) n uniforms; categorical takes n uniforms; image none.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.special import ndtr, ndtri
+
+from augment import io as aio
+from augment.errors import InputError, SchemaError
+
+__all__ = ["NumericColumn", "CategoricalColumn", "ImageColumn", "COLUMN_KINDS", "type_to_str", "type_from_str"]
+
+_U_EPS = 1e-7  # quantile levels clipped to [eps, 1-eps]: the normal scores stay within about +-5.2
+_LOGVAR_RANGE = (-30.0, 20.0)
+
+
+def type_to_str(t: pa.DataType) -> str:
+    """An Arrow type as a string: its alias when ``pa.type_for_alias`` reads it back, else ``ipc:<base64>``."""
+    s = str(t)
+    try:
+        if pa.type_for_alias(s) == t:
+            return s
+    except (ValueError, KeyError):
+        pass
+    buf = pa.schema([pa.field("t", t)]).serialize()
+    return "ipc:" + base64.b64encode(buf.to_pybytes()).decode("ascii")
+
+
+def type_from_str(s: str) -> pa.DataType:
+    if s.startswith("ipc:"):
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(s[4:]))).field("t").type
+    return pa.type_for_alias(s)
+
+
+def _is_numeric_type(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+
+
+def _family(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        return _family(t.value_type)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "floating"
+    return str(t)
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _decode(arr: pa.Array) -> pa.Array:
+    return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+@dataclass
+class NumericColumn:
+    """Quantile transform to a standard normal; out = [mean, logvar, null_logit?]."""
+
+    name: str
+    type_str: str
+    quantiles: np.ndarray  # (m,) float64, empty for an all-null column
+    lo: float | int | None
+    hi: float | int | None
+    has_nulls: bool
+    kind = "numeric"
+
+    @property
+    def in_dim(self) -> int:
+        return 1 + self.has_nulls
+
+    @property
+    def out_dim(self) -> int:
+        return 2 + self.has_nulls
+
+    @staticmethod
+    def _values(name: str, arr: pa.Array, expected: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values float64, valid bool); NaN and +-inf count as null."""
+        if not _is_numeric_type(arr.type):
+            raise SchemaError(f"column {name!r} should be numeric ({expected}) but has type {arr.type}")
+        if pa.types.is_null(arr.type):
+            return np.zeros(len(arr)), np.zeros(len(arr), bool)
+        values = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+        return values, np.isfinite(values)
+
+    @classmethod
+    def fit(cls, name: str, arr: pa.Array, *, n_quantiles: int = 1000) -> "NumericColumn":
+        values, valid = cls._values(name, arr, "int or float")
+        v = values[valid]
+        if v.size:
+            q = np.quantile(v, np.linspace(0.0, 1.0, max(2, min(n_quantiles, v.size))))
+            lo, hi = v.min(), v.max()
+            if pa.types.is_integer(arr.type):
+                lo, hi = int(lo), int(hi)
+            else:
+                lo, hi = float(lo), float(hi)
+        else:
+            q, lo, hi = np.zeros(0), None, None
+        return cls(name, type_to_str(arr.type), q, lo, hi, bool((~valid).any()))
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return type_from_str(self.type_str)
+
+    def _levels(self) -> np.ndarray:
+        return np.linspace(0.0, 1.0, self.quantiles.size)
+
+    def transform(self, arr: pa.Array) -> np.ndarray:
+        x, valid = self._values(self.name, arr, self.type_str)
+        out = np.zeros((len(x), self.in_dim), np.float32)
+        q = self.quantiles
+        if q.size and q[0] != q[-1]:  # a constant column maps to 0
+            lv, xv = self._levels(), x[valid]
+            # mean of the forward and backward interpolation: ties in the quantiles land mid-way (as sklearn)
+            u = 0.5 * (np.interp(xv, q, lv) - np.interp(-xv, -q[::-1], -lv[::-1]))
+            out[valid, 0] = ndtri(np.clip(u, _U_EPS, 1.0 - _U_EPS))
+        if self.has_nulls:
+            out[:, 1] = ~valid
+        return out
+
+    def inverse(self, params: np.ndarray, rng: np.random.Generator, temperature: float) -> pa.Array:
+        n, t = params.shape[0], self.arrow_type
+        eps = rng.standard_normal(n)
+        u_null = rng.random(n) if self.has_nulls else None
+        if self.quantiles.size == 0:
+            return pa.nulls(n, type=t)
+        logvar = np.clip(params[:, 1].astype(np.float64), *_LOGVAR_RANGE)
+        z = params[:, 0].astype(np.float64) + np.exp(0.5 * logvar) * (temperature * eps)
+        x = np.clip(np.interp(ndtr(z), self._levels(), self.quantiles), self.lo, self.hi)
+        if pa.types.is_integer(t):
+            x = np.rint(x)
+        mask = None
+        if self.has_nulls:
+            logit = params[:, 2]
+            mask = logit > 0 if temperature == 0 else u_null < _sigmoid(logit.astype(np.float64))
+        return pa.array(x.astype(t.to_pandas_dtype()), type=t, mask=mask)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "type": self.type_str, "quantiles": self.quantiles.tolist(),
+                "min": self.lo, "max": self.hi, "has_nulls": self.has_nulls}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "NumericColumn":
+        return cls(d["name"], d["type"], np.asarray(d["quantiles"], dtype=np.float64), d["min"], d["max"], bool(d["has_nulls"]))
+
+
+@dataclass
+class CategoricalColumn:
+    """One-hot over the categories (null is one more, last); out = K logits sampled with a temperature."""
+
+    name: str
+    type_str: str
+    categories: list = field(default_factory=list)  # sorted non-null values, JSON-native
+    has_nulls: bool = False
+    kind = "categorical"
+
+    def __post_init__(self) -> None:
+        self._dictionary = pa.array(self.categories, type=_value_type(self.arrow_type))
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return type_from_str(self.type_str)
+
+    @property
+    def in_dim(self) -> int:
+        return len(self.categories) + self.has_nulls
+
+    out_dim = in_dim
+
+    @classmethod
+    def fit(cls, name: str, arr: pa.Array, *, max_categories: int = 1000) -> "CategoricalColumn":
+        values = _decode(arr)
+        uniq = pc.unique(values).drop_null()
+        uniq = uniq.take(pc.sort_indices(uniq))
+        if len(uniq) > max_categories:
+            raise SchemaError(f"column {name!r} has {len(uniq)} distinct values, more than max_categories={max_categories}: drop the column or raise max_categories")
+        return cls(name, type_to_str(arr.type), uniq.to_pylist(), values.null_count > 0)
+
+    def codes(self, arr: pa.Array) -> np.ndarray:
+        """(n,) int64 category indices; null -> the last index; unseen values -> InputError."""
+        expected = self.arrow_type
+        if _family(arr.type) != _family(expected):
+            raise SchemaError(f"column {self.name!r} should be categorical ({expected}) but has type {arr.type}")
+        values = _decode(arr)
+        if values.type != self._dictionary.type:
+            values = values.cast(self._dictionary.type)
+        idx = pc.index_in(values, value_set=self._dictionary).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        isnull = values.is_null().to_numpy(zero_copy_only=False)
+        unseen = (idx < 0) & ~isnull
+        if unseen.any():
+            bad = values[int(np.argmax(unseen))].as_py()
+            raise InputError(f"column {self.name!r} holds {bad!r}, a value not seen in training; allowed: {self.categories[:10]}" + (" ..." if len(self.categories) > 10 else ""))
+        if isnull.any():
+            if not self.has_nulls:
+                raise InputError(f"column {self.name!r} holds nulls but had none in training; allowed: {self.categories[:10]}")
+            idx[isnull] = len(self.categories)
+        return idx
+
+    def transform(self, arr: pa.Array) -> np.ndarray:
+        idx = self.codes(arr)
+        out = np.zeros((len(idx), self.in_dim), np.float32)
+        out[np.arange(len(idx)), idx] = 1.0
+        return out
+
+    def inverse(self, params: np.ndarray, rng: np.random.Generator, temperature: float) -> pa.Array:
+        n, k = params.shape
+        u = rng.random(n)
+        if temperature == 0:
+            idx = np.argmax(params, axis=1)
+        else:  # inverse CDF of softmax(logits / T): one uniform per row, cheaper than Gumbel-max
+            logits = params.astype(np.float32) / np.float32(temperature)
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            cum = np.cumsum(e, axis=1)
+            idx = np.minimum((cum < (u * cum[:, -1])[:, None]).sum(axis=1), k - 1)
+        return self.build(idx)
+
+    def build(self, idx: np.ndarray) -> pa.Array:
+        """Category indices -> an Arrow array of the column's original type."""
+        t = self.arrow_type
+        mask = (idx == len(self.categories)) if self.has_nulls else None
+        indices = pa.array(np.where(mask, 0, idx) if mask is not None else idx, type=pa.int32(), mask=mask)
+        if pa.types.is_dictionary(t):
+            return pa.DictionaryArray.from_arrays(indices.cast(t.index_type), self._dictionary, ordered=t.ordered)
+        return self._dictionary.take(indices)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "type": self.type_str, "categories": list(self.categories), "has_nulls": self.has_nulls}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CategoricalColumn":
+        return cls(d["name"], d["type"], list(d["categories"]), bool(d["has_nulls"]))
+
+
+@dataclass
+class ImageColumn:
+    """Pixels / scale in [0, 1]; out = C*H*W logits, inverse sigmoid * scale in the input dtype and encoding."""
+
+    name: str
+    type_str: str
+    shape: tuple[int, int, int]
+    scale: float  # 255 for uint8 (and PNG), else the largest training value
+    has_nulls: bool = False
+    kind = "image"
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return type_from_str(self.type_str)
+
+    @property
+    def in_dim(self) -> int:
+        return int(np.prod(self.shape))
+
+    out_dim = in_dim
+
+    def _pixel_dtype(self) -> np.dtype:
+        t = self.arrow_type
+        return np.dtype(np.uint8) if aio.image_encoding(t) == "png" else np.dtype(t.value_type.to_pandas_dtype())
+
+    @classmethod
+    def fit(cls, name: str, arr: pa.Array, shape: tuple[int, int, int]) -> "ImageColumn":
+        pixels = aio.image_to_array(arr, shape, name=name)
+        if pixels.dtype == np.uint8:
+            scale = 255.0
+        else:
+            top = float(pixels.max()) if pixels.size else 0.0
+            scale = top if top > 0 else 1.0
+        return cls(name, type_to_str(arr.type), tuple(int(s) for s in shape), scale)
+
+    def transform(self, arr: pa.Array) -> np.ndarray:
+        pixels = aio.image_to_array(arr, self.shape, name=self.name)
+        return np.clip(pixels.astype(np.float32) / np.float32(self.scale), 0.0, 1.0)
+
+    def inverse(self, params: np.ndarray, rng: np.random.Generator, temperature: float) -> pa.Array:
+        x = _sigmoid(params.astype(np.float32)) * np.float32(self.scale)
+        dtype = self._pixel_dtype()
+        if np.issubdtype(dtype, np.integer):
+            x = np.clip(np.rint(x), 0, np.iinfo(dtype).max)
+        return aio.array_to_image_column(x.astype(dtype), self.arrow_type, self.shape)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "type": self.type_str, "shape": list(self.shape), "scale": self.scale,
+                "encoding": aio.image_encoding(self.arrow_type), "has_nulls": False}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ImageColumn":
+        return cls(d["name"], d["type"], tuple(int(s) for s in d["shape"]), float(d["scale"]))
+
+
+COLUMN_KINDS = {c.kind: c for c in (NumericColumn, CategoricalColumn, ImageColumn)}
