@@ -50,3 +50,38 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+def make_digits_table(n: int = 300) -> pa.Table:
+    """The first ``n`` of scikit-learn's bundled 8x8 digits as fixed_size_list<uint8>[64] + int64 label."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pixels = np.round(d.data[:n] * (255.0 / 16.0)).astype(np.uint8)
+    image = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 64)
+    return pa.table({"image": image, "label": pa.array(d.target[:n].astype(np.int64))})
+
+
+TINY = dict(epochs=4, hidden=32, latent_dim=4, batch_size=64, mixture_components=2, time_budget_s=None)
+
+
+@pytest.fixture(scope="session")
+def table_bundle(tmp_path_factory, mixed_table):
+    """Path of a tiny trained bundle of ``make_mixed_table()`` (labels "no"/"yes"), trained once per run."""
+    from training.api import train
+    from training.config import TrainConfig
+
+    out = tmp_path_factory.mktemp("bundles") / "table"
+    train(mixed_table, label="label", out=out, config=TrainConfig(**TINY), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_bundle(tmp_path_factory):
+    """Path of a tiny trained bundle of 300 8x8 digits (classes 0..9), trained once per run."""
+    from training.api import train
+    from training.config import TrainConfig
+
+    out = tmp_path_factory.mktemp("bundles") / "image"
+    train(make_digits_table(), label="label", out=out, config=TrainConfig(**TINY), progress=False)
+    return out

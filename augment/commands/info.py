@@ -1,0 +1,66 @@
+"""``augment info BUNDLE``: what a bundle holds, for a person or (``--json``) for a program."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from augment.cli import run_command
+
+__all__ = ["info", "summarize"]
+
+
+def summarize(bundle) -> dict:
+    meta = bundle.json
+    training = meta.get("training", {})
+    return {
+        "path": str(bundle.path),
+        "bundle_sha256": bundle.sha256,
+        "format_version": meta["format_version"],
+        "augment_version": meta.get("augment_version"),
+        "modality": meta["modality"],
+        "columns": [{"name": f.name, "type": str(f.type)} for f in bundle.schema],
+        "label": meta["label"],
+        "latent_dim": meta["latent_dim"],
+        "sampler": {"default": meta["sampler"]["default"],
+                    "mixture_components": [len(c["weights"]) for c in meta["sampler"]["mixture"]["classes"]]},
+        "onnx": {"opset": meta["onnx"]["opset"], "files": meta["onnx"]["files"], "parity": meta["onnx"].get("parity")},
+        "training": {"config": training.get("config"), "metrics": training.get("metrics"), "source": training.get("source")},
+    }
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@run_command
+def info(bundle_path, as_json):
+    """Show what a bundle holds: schema, classes, sampler, training metrics."""
+    from augment.bundle import load_bundle
+
+    s = summarize(load_bundle(bundle_path))
+    if as_json:
+        click.echo(json.dumps(s, indent=2, ensure_ascii=False))
+        return
+    label = s["label"]
+    m = s["training"]["metrics"] or {}
+    c = s["training"]["config"] or {}
+    lines = [
+        f"bundle     {s['path']}  (format {s['format_version']}, augment {s['augment_version']}, sha256 {s['bundle_sha256'][:16]})",
+        f"modality   {s['modality']}, latent dim {s['latent_dim']}, sampler {s['sampler']['default']}",
+        f"label      {label['column'] or '(none: unconditional)'}, {len(label['classes'])} classes",
+    ]
+    width = max(len(str(k)) for k in label["classes"])
+    lines += [f"  {str(k):<{width}}  {n:>9,} training rows" for k, n in zip(label["classes"], label["counts"])]
+    lines.append("columns")
+    lines += [f"  {col['name']}: {col['type']}" for col in s["columns"]]
+    if m:
+        lines.append(
+            f"training   {m.get('rows', 0):,} rows, {m.get('epochs_run')} epochs ({m.get('stopped')}), "
+            f"{m.get('train_wall_s')} s, val loss {m.get('val_loss', float('nan')):.4f} (recon {m.get('val_recon', float('nan')):.4f}, "
+            f"KL {m.get('val_kl', float('nan')):.3f}), beta {c.get('beta')}, seed {c.get('seed')}"
+        )
+    parity = s["onnx"]["parity"] or {}
+    lines.append(f"onnx       opset {s['onnx']['opset']}, parity max abs diff "
+                 f"{max(parity.get('encoder_max_abs_diff', 0), parity.get('decoder_max_abs_diff', 0)):.1e}")
+    click.echo("\n".join(lines))

@@ -1,0 +1,186 @@
+"""The generator: bundle + codec + latent sampler + onnxruntime sessions -> labeled pyarrow Tables.
+
+The batch job, its Ray workers and the HTTP service all call this class, so one (bundle, rng state, n)
+gives the same rows wherever it runs. Random draws are taken from the caller's numpy ``Generator`` in a
+fixed order, batch by batch (``batch_size`` rows at a time: first the latent draws, then the output draws),
+so asking for n rows in chunks that are multiples of ``batch_size`` gives the same bytes as one call.
+
+    gen = Generator.from_path("models/bank")
+    table = gen.sample(gen.class_index("yes"), 1000, np.random.default_rng(0))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from augment.bundle import Bundle, load_bundle
+from augment.codec import Codec
+from augment.errors import ClassNameError, InputError, SchemaError
+from augment.runtime import make_session
+from augment.sampler import SAMPLERS, MixtureSampler, interpolate_latent, perturb_latent, sample_prior
+
+__all__ = ["Generator", "PROVENANCE_FIELDS", "DEFAULT_BATCH_SIZE"]
+
+DEFAULT_BATCH_SIZE = 4096
+PROVENANCE_FIELDS = [
+    pa.field("augment_mode", pa.string()),
+    pa.field("augment_source_row", pa.int64()),
+    pa.field("augment_source_row_b", pa.int64()),
+    pa.field("augment_alpha", pa.float32()),
+]
+
+
+class Generator:
+    """Loads a bundle once; ``sample``, ``perturb`` and ``interpolate`` return pyarrow Tables."""
+
+    def __init__(self, bundle: Bundle, *, device: str = "auto", threads: int | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        self.bundle = bundle
+        self.batch_size = int(batch_size)
+        self.codec = Codec.from_json(bundle.json["codec"])
+        self.schema = bundle.schema
+        self.classes = bundle.classes
+        self.n_classes = len(self.classes)
+        self.latent_dim = bundle.latent_dim
+        self.mixture = MixtureSampler.from_json(bundle.json["sampler"]["mixture"], bundle.class_counts)
+        self.encoder, info = make_session(bundle.encoder_path, device=device, threads=threads)
+        self.decoder, _ = make_session(bundle.decoder_path, device=device, threads=threads)
+        self.provider = info.provider
+        self.output_schema = pa.schema(list(self.schema) + PROVENANCE_FIELDS)
+        self._eye = np.eye(self.n_classes, dtype=np.float32)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, **kwargs) -> "Generator":
+        return cls(load_bundle(path), **kwargs)
+
+    # ----------------------------------------------------------------------------------------- classes
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self.classes]
+
+    def class_index(self, name) -> int:
+        """A class by its value or its name as text (``3`` or ``"3"``); unknown names list the known ones."""
+        for i, c in enumerate(self.classes):
+            if c == name and type(c) is type(name) or str(c) == str(name):
+                return i
+        raise ClassNameError(f"unknown class {name!r}; the bundle's classes are: {', '.join(self.class_names)}")
+
+    # ------------------------------------------------------------------------------------------ decode
+    def _assemble(self, features: pa.Table, labels: np.ndarray, mode: str, source: np.ndarray | None = None,
+                  source_b: np.ndarray | None = None, alpha: np.ndarray | None = None) -> pa.Table:
+        n = features.num_rows
+        label_col = self.bundle.label_column
+        columns = []
+        for field in self.schema:
+            col = self.codec.label_array(labels) if field.name == label_col else features.column(field.name)
+            columns.append(col.cast(field.type) if col.type != field.type else col)
+        columns += [
+            pa.array(np.full(n, mode, dtype=object), pa.string()),
+            pa.array(source, pa.int64()) if source is not None else pa.nulls(n, pa.int64()),
+            pa.array(source_b, pa.int64()) if source_b is not None else pa.nulls(n, pa.int64()),
+            pa.array(alpha, pa.float32()) if alpha is not None else pa.nulls(n, pa.float32()),
+        ]
+        return pa.Table.from_arrays(columns, schema=self.output_schema)
+
+    def decode(self, z: np.ndarray, labels: np.ndarray, rng: np.random.Generator, temperature: float = 1.0) -> pa.Table:
+        """Feature columns for latent codes z (n, latent) of classes ``labels`` (n,)."""
+        params = self.decoder.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32), "y": self._eye[labels]})[0]
+        return self.codec.inverse(params, rng, temperature=temperature)
+
+    def encode(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mu, logvar, class index) of real rows; the table must hold the bundle's columns and label."""
+        label_col = self.bundle.label_column
+        if label_col is not None and label_col not in table.column_names:
+            raise SchemaError(f"source has no label column {label_col!r} (its columns: {', '.join(table.column_names)})")
+        missing = [f.name for f in self.schema if f.name not in table.column_names]
+        if missing:
+            raise SchemaError(f"source lacks the bundle's column(s) {', '.join(map(repr, missing))}")
+        x = self.codec.transform(table)
+        labels = self.codec.encode_labels(table)
+        mus, logvars = [], []
+        for i in range(0, len(x), self.batch_size):
+            mu, logvar = self.encoder.run(None, {"x": x[i:i + self.batch_size], "y": self._eye[labels[i:i + self.batch_size]]})
+            mus.append(mu)
+            logvars.append(logvar)
+        if not mus:
+            return np.zeros((0, self.latent_dim), np.float32), np.zeros((0, self.latent_dim), np.float32), labels
+        return np.concatenate(mus), np.concatenate(logvars), labels
+
+    # ---------------------------------------------------------------------------------------- sampling
+    def _check(self, class_index: int, sampler: str, temperature: float) -> None:
+        if not 0 <= int(class_index) < self.n_classes:
+            raise ClassNameError(f"class index {class_index} is out of range 0..{self.n_classes - 1}")
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if not temperature >= 0:
+            raise InputError(f"temperature must be >= 0, got {temperature}")
+
+    def iter_sample(self, class_index: int, n: int, rng: np.random.Generator, *, sampler: str = "mixture",
+                    temperature: float = 1.0) -> Iterator[pa.Table]:
+        """``sample`` as a stream of tables of at most ``batch_size`` rows (memory stays flat)."""
+        self._check(class_index, sampler, temperature)
+        for start in range(0, int(n), self.batch_size):
+            m = min(self.batch_size, int(n) - start)
+            if sampler == "mixture":
+                z = self.mixture.sample(class_index, m, rng, temperature)
+            else:
+                z = sample_prior(m, self.latent_dim, rng, temperature)
+            labels = np.full(m, class_index, dtype=np.int64)
+            yield self._assemble(self.decode(z, labels, rng, temperature), labels, "sample")
+
+    def sample(self, class_index: int, n: int, rng: np.random.Generator, *, sampler: str = "mixture",
+               temperature: float = 1.0) -> pa.Table:
+        """``n`` synthetic rows of one class, label and provenance columns included."""
+        parts = list(self.iter_sample(class_index, n, rng, sampler=sampler, temperature=temperature))
+        return pa.concat_tables(parts) if parts else self.output_schema.empty_table()
+
+    def perturb(self, table: pa.Table, per_example: int, noise: float, rng: np.random.Generator, *,
+                source_offset: int = 0, temperature: float = 1.0) -> pa.Table:
+        """``per_example`` rows around each real row: z = mu + noise * sigma * eps, decoded with its own label."""
+        if per_example < 1:
+            raise InputError(f"per_example must be >= 1, got {per_example}")
+        if not noise >= 0:
+            raise InputError(f"noise must be >= 0, got {noise}")
+        mu, logvar, labels = self.encode(table)
+        parts = []
+        step = max(1, self.batch_size // per_example)
+        for i in range(0, len(mu), step):
+            z = perturb_latent(mu[i:i + step], logvar[i:i + step], per_example, noise, rng)
+            lab = np.repeat(labels[i:i + step], per_example)
+            src = np.repeat(np.arange(i, min(i + step, len(mu)), dtype=np.int64) + source_offset, per_example)
+            parts.append(self._assemble(self.decode(z, lab, rng, temperature), lab, "perturb", source=src))
+        return pa.concat_tables(parts) if parts else self.output_schema.empty_table()
+
+    def interpolate(self, table_a: pa.Table, table_b: pa.Table, steps: int, rng: np.random.Generator, *,
+                    source_offset: int = 0, source_b: np.ndarray | None = None, temperature: float = 1.0) -> pa.Table:
+        """``steps`` rows on the line from each row of ``table_a`` to the same row of ``table_b``.
+
+        Rows are decoded with (and labelled as) the class of their ``a`` row; pair rows of one class for a clean
+        class-conditional path. ``source_b`` gives the b rows' indices in the source (default: offset + i).
+        """
+        if steps < 2:
+            raise InputError(f"steps must be >= 2, got {steps}")
+        if table_a.num_rows != table_b.num_rows:
+            raise InputError(f"interpolation needs as many a rows as b rows, got {table_a.num_rows} and {table_b.num_rows}")
+        mu_a, _, labels = self.encode(table_a)
+        mu_b, _, _ = self.encode(table_b)
+        idx_a = np.arange(len(mu_a), dtype=np.int64) + source_offset
+        idx_b = np.asarray(source_b, dtype=np.int64) if source_b is not None else idx_a
+        z, alpha = interpolate_latent(mu_a, mu_b, steps)
+        lab = np.repeat(labels, steps)
+        parts = []
+        for i in range(0, len(z), self.batch_size):
+            sl = slice(i, i + self.batch_size)
+            parts.append(self._assemble(self.decode(z[sl], lab[sl], rng, temperature), lab[sl], "interpolate",
+                                        source=np.repeat(idx_a, steps)[sl], source_b=np.repeat(idx_b, steps)[sl],
+                                        alpha=alpha[sl]))
+        return pa.concat_tables(parts) if parts else self.output_schema.empty_table()
+
+    def classify(self, table: pa.Table) -> np.ndarray:
+        """The class the bundle's per-class mixture assigns to each row's encoding (for --keep-consistent)."""
+        mu, _, _ = self.encode(table)
+        return self.mixture.classify(mu)

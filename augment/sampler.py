@@ -1,0 +1,99 @@
+"""Latent samplers (numpy only): choose z for the decoder.
+
+- ``prior``: z ~ N(0, T^2 I), the VAE's prior.
+- ``mixture``: a per-class Gaussian mixture fitted to the encoded training set (stored in bundle.json). It
+  follows where each class really lives in latent space, so it does not fall into the prior's "gaps" that
+  the lecture pictures; with beta < 1 it matters most.
+- ``perturb``: z = mu + noise * sigma * eps around an encoded real example (noise in posterior-spread units).
+- ``interpolate``: straight lines between two encoded examples.
+
+Every function takes a numpy ``Generator``; nothing here holds global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SAMPLERS", "sample_prior", "GaussianMixture", "MixtureSampler", "perturb_latent", "interpolate_latent"]
+
+SAMPLERS = ("mixture", "prior")
+
+
+def sample_prior(n: int, latent_dim: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
+    return (rng.standard_normal((n, latent_dim), dtype=np.float32) * np.float32(temperature)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """One class's mixture: weights (k,), means (k, d), lower Cholesky factors of the covariances (k, d, d)."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    cholesky: np.ndarray
+
+    @classmethod
+    def from_json(cls, d: dict) -> "GaussianMixture":
+        w = np.asarray(d["weights"], dtype=np.float64)
+        return cls(w / w.sum(), np.asarray(d["means"], dtype=np.float64), np.asarray(d["cholesky"], dtype=np.float64))
+
+    def to_json(self) -> dict:
+        return {"weights": self.weights.tolist(), "means": self.means.tolist(), "cholesky": self.cholesky.tolist()}
+
+    def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
+        k, d = self.means.shape
+        comp = np.searchsorted(np.cumsum(self.weights), rng.random(n), side="right").clip(0, k - 1)
+        eps = rng.standard_normal((n, d)) * temperature  # (n, d)
+        z = self.means[comp] + np.einsum("nij,nj->ni", self.cholesky[comp], eps)
+        return z.astype(np.float32)
+
+    def log_prob(self, z: np.ndarray) -> np.ndarray:
+        """log p(z) under the mixture, (n,)."""
+        z = np.asarray(z, dtype=np.float64)
+        k, d = self.means.shape
+        out = np.empty((z.shape[0], k))
+        for j in range(k):
+            diff = (z - self.means[j]).T  # (d, n)
+            sol = np.linalg.solve(self.cholesky[j], diff)  # L^{-1} (z - m)
+            logdet = 2.0 * np.log(np.abs(np.diag(self.cholesky[j]))).sum()
+            out[:, j] = np.log(self.weights[j] + 1e-300) - 0.5 * ((sol**2).sum(0) + logdet + d * np.log(2 * np.pi))
+        m = out.max(1, keepdims=True)
+        return (m + np.log(np.exp(out - m).sum(1, keepdims=True)))[:, 0]
+
+
+class MixtureSampler:
+    """Per-class mixtures from bundle.json's ``sampler.mixture``."""
+
+    def __init__(self, mixtures: list[GaussianMixture], class_counts: list[int]):
+        self.mixtures = mixtures
+        counts = np.asarray(class_counts, dtype=np.float64)
+        self.log_class_prior = np.log(counts / counts.sum())
+
+    @classmethod
+    def from_json(cls, d: dict, class_counts: list[int]) -> "MixtureSampler":
+        return cls([GaussianMixture.from_json(m) for m in d["classes"]], class_counts)
+
+    def sample(self, class_index: int, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
+        return self.mixtures[class_index].sample(n, rng, temperature)
+
+    def classify(self, z: np.ndarray) -> np.ndarray:
+        """The most probable class of each z (class prior times that class's mixture density)."""
+        scores = np.stack([m.log_prob(z) for m in self.mixtures], axis=1) + self.log_class_prior
+        return scores.argmax(1)
+
+
+def perturb_latent(mu: np.ndarray, logvar: np.ndarray, per_example: int, noise: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """``per_example`` draws around each row: z = mu + noise * sigma * eps, rows grouped by source, (n*k, d)."""
+    mu_r = np.repeat(mu, per_example, axis=0)
+    sigma_r = np.repeat(np.exp(0.5 * logvar), per_example, axis=0)
+    eps = rng.standard_normal(mu_r.shape)
+    return (mu_r + noise * sigma_r * eps).astype(np.float32)
+
+
+def interpolate_latent(mu_a: np.ndarray, mu_b: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``steps`` evenly spaced points from each a to its b (both ends included): z (n*steps, d), alpha (n*steps,)."""
+    alpha = np.linspace(0.0, 1.0, steps, dtype=np.float32)
+    z = mu_a[:, None, :] * (1 - alpha)[None, :, None] + mu_b[:, None, :] * alpha[None, :, None]
+    return z.reshape(-1, mu_a.shape[1]).astype(np.float32), np.tile(alpha, mu_a.shape[0])

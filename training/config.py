@@ -1,0 +1,63 @@
+"""Training configuration: one frozen dataclass, validated on construction, saved into bundle.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["TrainConfig"]
+
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int | None = None  # None: chosen from the data size (see resolved_epochs)
+    batch_size: int = 512
+    latent_dim: int | None = None  # None: 32 for tables, 16 for images
+    hidden: int = 256
+    beta: float = 0.5  # < 1 keeps columns sharp; the per-class mixture sampler covers the latent gaps
+    kl_warmup: float = 0.3  # share of the epochs over which the KL weight rises from 0 to beta
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.1
+    patience: int = 8
+    time_budget_s: float | None = 110.0  # stop early when training would exceed this (None: no limit)
+    mixture_components: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
+            (self.latent_dim is None or self.latent_dim >= 1, f"latent dim must be >= 1, got {self.latent_dim}"),
+            (self.hidden >= 2, f"hidden must be >= 2, got {self.hidden}"),
+            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
+            (0 <= self.kl_warmup <= 1, f"kl warm-up must be in [0, 1], got {self.kl_warmup}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (0 < self.val_fraction < 0.5, f"validation fraction must be in (0, 0.5), got {self.val_fraction}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (self.mixture_components >= 1, f"mixture components must be >= 1, got {self.mixture_components}"),
+            (self.device in _DEVICES, f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def resolved_latent_dim(self, modality: str) -> int:
+        return self.latent_dim or (16 if modality == "image" else 32)
+
+    def resolved_epochs(self, n_rows: int, modality: str) -> int:
+        """Enough optimizer steps for small data, few passes for large: about 4,000 steps, 10-300 epochs."""
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = max(1, -(-n_rows // self.batch_size))
+        return int(min(300, max(10, 4000 // steps_per_epoch)))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
