@@ -1,0 +1,198 @@
+"""Wire formats: Arrow tables to JSON, Parquet and Arrow IPC bytes, and request bodies back to tables.
+
+JSON is the slow path the issue measured (per-row Python objects); here each column becomes one Python list in
+one vectorized call (numpy ``tolist`` for numbers, one pyarrow call for strings), rows are zipped from those
+lists, and orjson writes the bytes. Arrow IPC and Parquet skip all of that and are the fast path.
+
+Binary columns (e.g. PNG-encoded images) travel as base64 strings in JSON, both ways.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "JSON",
+    "PARQUET",
+    "ARROW_STREAM",
+    "MEDIA_TYPES",
+    "choose_media_type",
+    "table_to_rows",
+    "encode_json",
+    "encode_table",
+    "rows_to_table",
+    "read_table_body",
+    "ColumnError",
+]
+
+JSON = "application/json"
+PARQUET = "application/vnd.apache.parquet"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+MEDIA_TYPES = (JSON, PARQUET, ARROW_STREAM)
+
+
+class ColumnError(ValueError):
+    """A request column is missing, unexpected, or holds values of the wrong type (``column`` names it)."""
+
+    def __init__(self, column: str | None, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+def choose_media_type(accept: str | None) -> str | None:
+    """The response type for an ``Accept`` header: JSON by default, None when nothing we send is acceptable."""
+    if not accept:
+        return JSON
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        fields = [f.strip() for f in part.split(";")]
+        media, q = fields[0].lower(), 1.0
+        for param in fields[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            ranked.append((-q, position, media))
+    for _, _, media in sorted(ranked):
+        if media in MEDIA_TYPES:
+            return media
+        if media in ("*/*", "application/*"):
+            return JSON
+    return None
+
+
+# --- tables out ------------------------------------------------------------------------------------------
+
+
+def _column_values(array: pa.Array) -> list:
+    """One column as a list of JSON-ready Python values, vectorized where the type allows."""
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    t = array.type
+    if pa.types.is_null(t):
+        return [None] * len(array)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        if array.null_count == 0:
+            return array.to_numpy(zero_copy_only=False).tolist()
+        values = array.fill_null(False if pa.types.is_boolean(t) else 0).to_numpy(zero_copy_only=False).tolist()
+        for i in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():
+            values[i] = None
+        return values
+    if pa.types.is_fixed_size_list(t) and array.null_count == 0 and _is_plain_number(t.value_type):
+        flat = array.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(len(array), t.list_size).tolist()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return [None if b is None else base64.b64encode(b).decode("ascii") for b in array.to_pylist()]
+    return array.to_pylist()  # strings, lists, temporal types: one C-level pass in pyarrow
+
+
+def _is_plain_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def table_to_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """A table as a list of row objects (column name -> value), built column by column."""
+    names = table.column_names
+    columns = [_column_values(table.column(i).combine_chunks()) for i in range(table.num_columns)]
+    return [dict(zip(names, values)) for values in zip(*columns)]
+
+
+def _orjson_default(value: Any) -> Any:
+    # Decimal and other rare types; everything common is handled natively by orjson.
+    return str(value)
+
+
+def encode_json(payload: dict[str, Any], table: pa.Table, key: str = "rows") -> bytes:
+    """``payload`` plus ``{key: rows of table}`` as JSON bytes (NaN becomes null, as JSON has no NaN)."""
+    return orjson.dumps({**payload, key: table_to_rows(table)}, default=_orjson_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_table(table: pa.Table, media_type: str, metadata: dict[str, str] | None = None) -> bytes:
+    """A table as Parquet or Arrow IPC stream bytes; ``metadata`` goes into the schema's key-value metadata."""
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    sink = io.BytesIO()
+    if media_type == PARQUET:
+        pq.write_table(table, sink)
+    elif media_type == ARROW_STREAM:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    else:
+        raise ValueError(f"cannot encode a table as {media_type}; one of {PARQUET}, {ARROW_STREAM}")
+    return sink.getvalue()
+
+
+# --- tables in -------------------------------------------------------------------------------------------
+
+
+def _check_names(got: list[str], schema: pa.Schema) -> None:
+    expected = schema.names
+    missing = [n for n in expected if n not in got]
+    extra = [n for n in got if n not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {missing}")
+        if extra:
+            parts.append(f"unexpected columns {extra}")
+        raise ColumnError(
+            (missing or extra)[0], "; ".join(parts) + f"; the bundle's columns are {expected}"
+        )
+
+
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """JSON row objects as a table of ``schema``; names the first column that is missing, extra or mistyped."""
+    if not rows:
+        raise ColumnError(None, "rows is empty; send at least one row")
+    seen: dict[str, None] = {}
+    for row in rows:
+        if not isinstance(row, dict):
+            raise ColumnError(None, f"each row must be an object of column -> value, got {type(row).__name__}")
+        seen.update(dict.fromkeys(row))
+    _check_names(list(seen), schema)
+    arrays = []
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        t = field.type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            try:
+                values = [None if v is None else base64.b64decode(v, validate=True) for v in values]
+            except (TypeError, ValueError) as exc:
+                raise ColumnError(field.name, f"column {field.name!r} holds binary data: send base64 strings ({exc})") from None
+        try:
+            arrays.append(pa.array(values, type=t))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+            raise ColumnError(field.name, f"column {field.name!r} must hold values of type {t}: {exc}") from None
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def read_table_body(body: bytes, media_type: str, schema: pa.Schema) -> pa.Table:
+    """A Parquet or Arrow IPC stream body as a table of ``schema`` (columns in schema order, types cast)."""
+    try:
+        if media_type == PARQUET:
+            table = pq.read_table(io.BytesIO(body))
+        else:
+            table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ColumnError(None, f"the body is not a readable {media_type} file: {exc}") from None
+    _check_names(table.column_names, schema)
+    table = table.select(schema.names)
+    arrays = []
+    for field, column in zip(schema, table.columns):
+        if column.type == field.type:
+            arrays.append(column)
+            continue
+        try:
+            arrays.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise ColumnError(field.name, f"column {field.name!r} has type {column.type}, expected {field.type}: {exc}") from None
+    return pa.Table.from_arrays(arrays, schema=schema)
