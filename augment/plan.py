@@ -12,7 +12,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Shard", "plan_shards", "shard_rng", "DEFAULT_ROWS_PER_FILE"]
+__all__ = [
+    "Shard",
+    "plan_shards",
+    "plan_source_shards",
+    "shard_rng",
+    "largest_remainder",
+    "DEFAULT_ROWS_PER_FILE",
+]
 
 DEFAULT_ROWS_PER_FILE = 100_000
 
@@ -21,14 +28,21 @@ DEFAULT_ROWS_PER_FILE = 100_000
 class Shard:
     """One output file: ``rows`` rows of class ``class_index``, the ``index``-th shard of that class."""
 
-    class_index: int
+    class_index: int  # -1 for a shard of a streamed source (perturb --per-example): its rows carry mixed labels
     index: int
-    rows: int
-    offset: int  # rows of this class planned before this shard
+    rows: int  # output rows
+    offset: int  # rows of this class planned before this shard (or, for a source shard, its first source row)
+    units: int = 0  # source rows (perturb) or pairs (interpolate) this shard consumes; 0 for sampling
 
     @property
     def file_name(self) -> str:
+        if self.class_index < 0:
+            return f"part={self.index:05d}.parquet"
         return f"class={self.class_index:04d}-part={self.index:05d}.parquet"
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Shard":
+        return cls(**{k: int(d[k]) for k in ("class_index", "index", "rows", "offset", "units") if k in d})
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -52,6 +66,41 @@ def plan_shards(counts: dict[int, int], rows_per_file: int = DEFAULT_ROWS_PER_FI
     return shards
 
 
+def plan_source_shards(units: int, rows_per_unit: int, rows_per_file: int = DEFAULT_ROWS_PER_FILE) -> list[Shard]:
+    """Shards over ``units`` source rows (or pairs), each giving ``rows_per_unit`` output rows.
+
+    A shard takes ``max(1, rows_per_file // rows_per_unit)`` units, so files stay near ``rows_per_file`` rows.
+    Shards have ``class_index`` -1; the seed of shard ``i`` is ``shard_rng(seed, -1, i)``.
+    """
+    if rows_per_file < 1 or rows_per_unit < 1:
+        raise ValueError(f"rows_per_file and rows_per_unit must be >= 1, got {rows_per_file}, {rows_per_unit}")
+    step = max(1, rows_per_file // rows_per_unit)
+    return [
+        Shard(-1, index, min(step, units - start) * rows_per_unit, start, min(step, units - start))
+        for index, start in enumerate(range(0, units, step))
+    ]
+
+
+def largest_remainder(total: int, weights: list[float]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` that sum to exactly ``total``.
+
+    Each part gets the floor of its exact share; the rows left over go to the largest fractional remainders
+    (ties to the lower index), so the result is deterministic.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if total < 0 or w.size == 0 or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"need total >= 0 and non-negative weights with a positive sum, got {total}, {weights}")
+    exact = w / w.sum() * total
+    parts = np.floor(exact).astype(np.int64)
+    left = int(total - parts.sum())
+    order = sorted(range(w.size), key=lambda i: (-(exact[i] - parts[i]), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return [int(p) for p in parts]
+
+
 def shard_rng(job_seed: int, class_index: int, shard_index: int) -> np.random.Generator:
     """The random stream of one shard, independent of every other shard's."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(job_seed), class_index, shard_index])))
+    # SeedSequence entropy must be non-negative: class -1 (source shards) maps to a separate word.
+    words = [int(job_seed), class_index, shard_index] if class_index >= 0 else [int(job_seed), 1 << 32, shard_index]
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words)))

@@ -1,0 +1,96 @@
+"""``augment generate``: labeled synthetic rows from a bundle to a folder of Parquet files, locally or on Ray.
+
+    augment generate --model models/mnist --per-class 10000 --out synth/mnist
+    augment generate --model models/bank --class-counts yes=40000,no=5000 --out synth/bank
+    augment generate --model models/bank --rows 1000000 --out synth/bank_1m --engine ray
+    augment generate --model models/mnist --mode perturb --from real.parquet --per-example 5 --noise 0.5 --out synth/p
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from augment.cli import run_command
+
+__all__ = ["generate"]
+
+
+@click.command("generate")
+@click.option("--model", "model", required=True, type=click.Path(), help="Bundle folder written by `augment train`.")
+@click.option("--out", "out", required=True, type=click.Path(), help="Output folder of Parquet files + _manifest.json.")
+@click.option("--mode", type=click.Choice(["sample", "perturb", "interpolate"]), default="sample", show_default=True,
+              help="sample: new rows per class; perturb: around real rows of --from; interpolate: between pairs.")
+@click.option("--per-class", type=int, default=None,
+              help="Rows per class (sample); rows per class from random --from rows (perturb).")
+@click.option("--class-counts", multiple=True,
+              help="NAME=COUNT[,NAME=COUNT...]; split on the last '=' so names may hold '=' and ','. Repeatable.")
+@click.option("--class-counts-file", type=click.Path(), default=None, help='JSON object {"class name": count}.')
+@click.option("--balance", is_flag=True, help="Top every class up to the largest training class.")
+@click.option("--rows", type=int, default=None, help="Total rows, split in the training class proportions.")
+@click.option("--from", "source", type=click.Path(), default=None, help="Real rows for perturb/interpolate.")
+@click.option("--per-example", type=int, default=None, help="Perturb: rows per --from row (streams the source).")
+@click.option("--noise", type=float, default=1.0, show_default=True,
+              help="Perturb: z = mu + noise * sigma * eps (in units of the posterior's spread).")
+@click.option("--pairs", type=int, default=None, help="Interpolate: pairs of same-class --from rows.")
+@click.option("--steps", type=int, default=None, help="Interpolate: rows per pair, ends included (>= 2).")
+@click.option("--sampler", type=click.Choice(["mixture", "prior"]), default="mixture", show_default=True,
+              help="Latent draws: the fitted per-class mixture or the N(0, T^2 I) prior.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of latent and output noise.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Job seed: same seed, same bytes.")
+@click.option("--rows-per-file", type=int, default=None, help="Rows per Parquet file (default 100,000).")
+@click.option("--keep-consistent", is_flag=True,
+              help="Drop rows the bundle's per-class mixture assigns to another class (sample mode tops up).")
+@click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True)
+@click.option("--workers", type=int, default=None, help="Ray actors, or onnxruntime threads for the local engine.")
+@click.option("--ray-address", default=None, help="An existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted job in --out (same options).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (files, rows, estimated size and time); write nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@run_command
+def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
+             noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, engine, workers,
+             ray_address, resume, overwrite, dry_run, quiet) -> None:
+    """Generate labeled synthetic rows to Parquet (local or Ray)."""
+    from augment.errors import AugmentError
+    from augment.generator import Generator
+    from augment.job import JobSpec, resolve_counts
+    from augment.plan import DEFAULT_ROWS_PER_FILE
+
+    if workers is not None and workers < 1:
+        raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
+    if seed < 0:
+        raise click.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
+    if mode != "sample":
+        others = [n for n, v in (("--class-counts", class_counts), ("--class-counts-file", class_counts_file),
+                                 ("--balance", balance), ("--rows", rows)) if v]
+        if others:
+            raise AugmentError(f"{', '.join(others)} apply to --mode sample only")
+    if mode == "sample":
+        misplaced = [n for n, v in (("--from", source), ("--per-example", per_example), ("--pairs", pairs),
+                                    ("--steps", steps)) if v is not None]
+        if misplaced:
+            raise AugmentError(f"{', '.join(misplaced)} apply to --mode perturb/interpolate, not sample")
+    gen = Generator.from_path(model, threads=workers if engine == "local" else None)
+    counts: dict[int, int] = {}
+    if mode == "sample":
+        counts = resolve_counts(gen.classes, gen.bundle.class_counts, per_class=per_class, class_counts=class_counts,
+                                class_counts_file=class_counts_file, balance=balance, rows=rows)
+    elif mode == "perturb" and per_class is not None:
+        if per_class < 1:
+            raise AugmentError(f"--per-class must be a positive integer, got {per_class}")
+        counts = {i: per_class for i in range(len(gen.classes))}
+    spec = JobSpec(mode=mode, counts=tuple(sorted(counts.items())), seed=seed,
+                   rows_per_file=rows_per_file or DEFAULT_ROWS_PER_FILE, sampler=sampler, temperature=temperature,
+                   source=str(source) if source else None, per_example=per_example, noise=noise, pairs=pairs,
+                   steps=steps, keep_consistent=keep_consistent)
+    from augment.job import run_job
+
+    try:
+        run_job(gen, spec, out, engine=engine, workers=workers, ray_address=ray_address, resume=resume,
+                overwrite=overwrite, dry_run=dry_run, progress=not quiet, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: {out} has no manifest; rerun the same command with --resume to finish it.", err=True)
+        sys.exit(130)

@@ -1,0 +1,235 @@
+"""Engines run a job's shards: in this process (``local``) or on Ray actors (``ray``), with the same bytes.
+
+Both call ``augment.shards.write_shards``: the local engine once for every shard, each Ray actor once per shard
+it is handed. On Ray every actor loads the bundle once, writes its own files (the output folder must be visible
+to every node: a shared or network file system on a cluster), and the driver keeps at most ``2 * workers``
+shards in flight, so neither driver nor worker memory grows with the rows of a job. A worker that dies is
+restarted and its shard retried (``max_restarts`` / ``max_task_retries``); the retry rewrites the same bytes
+under a new temporary name. Actors ask for a share of the CPUs (at most 1) so two of them fit a 2-CPU node
+(two ``num_cpus=1`` Ray Data actors there deadlock: ray issue 44687).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from augment.errors import AugmentError
+from augment.plan import Shard
+
+__all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address", "RAY_STARTUP_S"]
+
+RAY_STARTUP_S = 12.0  # measured fixed cost of a local Ray job on this class of machine (benchmarks/bench_generate.py)
+RAY_RETRIES = 3
+
+
+@dataclass
+class LocalEngine:
+    """Shards one after another in this process; decoding overlaps Parquet writing (a writer thread)."""
+
+    name = "local"
+    workers: int | None = None  # onnxruntime threads of the driver's generator (None: all cores)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "threads": self.workers or os.cpu_count()}
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
+            on_rows: Callable[[int], None], on_shard: Callable[[dict], None]) -> list[dict]:
+        from augment.shards import write_shards
+
+        return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard)
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """Fail within seconds, in one line, when an address does not answer as a Ray cluster.
+
+    ``ray.init`` retries an unreachable or non-Ray address for about 20 s, printing a warning a second, so a
+    HOST:PORT is first asked for its cluster id over gRPC with a deadline; a ray:// (Ray Client) address gets
+    a TCP connect. ``auto`` is left to ``ray.init``, which fails fast when no local cluster is running.
+    """
+    if address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise AugmentError(f"bad --ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    hint = "start one with `ray start --head` or drop --ray-address"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise AugmentError(f"cannot reach Ray at {address!r} ({err.strerror or err}): {hint}") from None
+    if client:
+        return
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAUTHENTICATED:  # a cluster with token auth still answers as Ray
+                raise AugmentError(f"{address!r} does not answer as a Ray cluster ({err.code().name}): {hint}") from None
+
+
+def _shard_actor_class():
+    import ray
+
+    @ray.remote(max_restarts=RAY_RETRIES, max_task_retries=RAY_RETRIES)
+    class ShardActor:
+        """Loads the bundle once; writes the shards it is handed."""
+
+        def __init__(self, bundle_path: str, threads: int):
+            from augment.generator import Generator
+
+            self.gen = Generator.from_path(bundle_path, threads=threads)
+
+        def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None) -> dict:
+            from augment.job import JobSpec
+            from augment.shards import write_shards
+
+            def on_rows(_: int) -> None:  # test hook: die once, mid-shard, with a half-written file on disk
+                if die_marker and not os.path.exists(die_marker):
+                    open(die_marker, "w").close()
+                    os._exit(1)
+
+            spec = JobSpec.from_json(spec_json)
+            return write_shards(self.gen, spec, [(Shard.from_json(shard_json), source)], out_dir, on_rows=on_rows)[0]
+
+    return ShardActor
+
+
+@dataclass
+class RayEngine:
+    """Shards on Ray actors (a local Ray, the one already initialised, or a cluster at ``address``)."""
+
+    name = "ray"
+    workers: int | None = None  # actors (None: one per CPU of the cluster)
+    address: str | None = None
+    die_marker: str | None = None  # tests only: the first actor to start writing dies once
+
+    def describe(self) -> dict:
+        return {"name": self.name, "workers": self.workers, "address": self.address}
+
+    def prepare(self) -> None:
+        """Initialise Ray unless it already is (then it is left as found); before any file is written."""
+        import ray
+
+        self._owned = False
+        if ray.is_initialized():
+            return
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.address:
+            check_ray_address(self.address)
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise AugmentError(f"cannot start or reach Ray ({str(err).splitlines()[0]})") from None
+        self._owned = True
+
+    def close(self) -> None:
+        import ray
+
+        if getattr(self, "_owned", False):
+            ray.shutdown()
+            self._owned = False
+
+    def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
+            on_rows: Callable[[int], None], on_shard: Callable[[dict], None]) -> list[dict]:
+        import ray
+
+        t0 = time.perf_counter()
+        actors = []
+        self.startup_s = None
+        try:
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            workers = max(1, self.workers or int(cpus))
+            share = min(1.0, cpus / workers)
+            threads = max(1, int(cpus // workers))
+            actor_cls = _shard_actor_class()
+            actors = [actor_cls.options(num_cpus=share).remote(str(bundle_path), threads) for _ in range(workers)]
+            self.workers = workers
+            return self._drive(actors, spec, items, out_dir, on_rows, on_shard, t0)
+        except ray.exceptions.RayError as err:
+            raise AugmentError(f"a Ray worker failed after {RAY_RETRIES} retries: {str(err).splitlines()[0]}") from None
+        finally:
+            for a in actors:
+                ray.kill(a, no_restart=True)
+
+    def _drive(self, actors, spec, items, out_dir, on_rows, on_shard, t0) -> list[dict]:
+        import pyarrow as pa
+        import ray
+
+        spec_json = spec.to_json()
+        in_flight: dict = {}  # object ref -> (actor index, rows)
+        load = [0] * len(actors)
+        results: list[dict] = []
+        shared_refs: dict[int, object] = {}  # a held source (random draws) is put once, not once per shard
+
+        def collect(block: bool) -> None:
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=None if block else 0)
+            for ref in ready:
+                i, rows = in_flight.pop(ref)
+                load[i] -= 1
+                result = ray.get(ref)
+                if self.startup_s is None:
+                    self.startup_s = time.perf_counter() - t0 - result["seconds"]
+                results.append(result)
+                on_rows(result["rows"])
+                on_shard(result)
+
+        for shard, source in items:
+            while min(load) >= 2:
+                collect(block=True)
+            if source is None or isinstance(source, pa.Table):  # nothing, or this shard's slice of a stream
+                ref = None if source is None else ray.put(source)
+            else:
+                if id(source) not in shared_refs:
+                    shared_refs[id(source)] = ray.put(source)
+                ref = shared_refs[id(source)]
+            i = load.index(min(load))
+            obj = actors[i].run.remote(spec_json, shard.to_json(), ref, str(out_dir), self.die_marker)
+            in_flight[obj] = (i, shard.rows)
+            load[i] += 1
+        while in_flight:
+            collect(block=True)
+        return results
+
+
+ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}
+
+
+def choose_engine(name: str, *, rows: int, rate: float | None, address: str | None, workers: int | None):
+    """``auto``: Ray when an address is given or Ray is already up, or when the job is long enough that the
+    cores Ray adds beyond the local engine's pay for its start-up; else the in-process engine."""
+    if name not in ("auto", *ENGINES):
+        raise AugmentError(f"unknown engine {name!r}; allowed: auto, {', '.join(ENGINES)}")
+    if name == "auto":
+        import sys
+
+        ray_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+        cores = os.cpu_count() or 1
+        est_local = rows / rate if rate else 0.0
+        # The local engine already uses every core for onnxruntime; Ray adds process parallelism to the codec
+        # and Parquet writing (about cores/2 on top). Worth it once that saves more than its start-up.
+        gain = est_local - est_local / max(1.0, cores / 2)
+        name = "ray" if address or ray_up or (cores >= 4 and gain > 2 * RAY_STARTUP_S) else "local"
+    if name == "local":
+        if address:
+            raise AugmentError("--ray-address needs --engine ray or auto")
+        return LocalEngine(workers)
+    return RayEngine(workers, address)
