@@ -100,7 +100,13 @@ def largest_remainder(total: int, weights: list[float]) -> list[int]:
 
 
 def shard_rng(job_seed: int, class_index: int, shard_index: int) -> np.random.Generator:
-    """The random stream of one shard, independent of every other shard's."""
-    # SeedSequence entropy must be non-negative: class -1 (source shards) maps to a separate word.
-    words = [int(job_seed), class_index, shard_index] if class_index >= 0 else [int(job_seed), 1 << 32, shard_index]
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words)))
+    """The random stream of one shard, independent of every other shard's.
+
+    The shard's identity goes in the ``spawn_key``, not the entropy: entropy words are zero-padded to the pool
+    size, so ``SeedSequence([s, c, 0])`` equals ``SeedSequence([s, c])`` and a list of words would make
+    different shards (or seeds above 2**32) share a stream. Source shards (class -1) get their own key kind.
+    """
+    if job_seed < 0:
+        raise ValueError(f"the job seed must be >= 0, got {job_seed}")
+    key = (0, class_index, shard_index) if class_index >= 0 else (1, 0, shard_index)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(job_seed), spawn_key=key)))

@@ -189,14 +189,13 @@ class _Writer(threading.Thread):
         self.on_rows, self.on_shard = on_rows, on_shard
         self.results: list[dict] = []
         self.error: BaseException | None = None
-        self.abort = threading.Event()
         self._writer = self._tmp = None
 
     def run(self) -> None:
         try:
             while True:
                 item = self.items.get()
-                if item is _DONE or self.abort.is_set():
+                if item is _DONE:
                     break
                 getattr(self, "_" + item[0])(*item[1:])
         except BaseException as err:  # handed to the decoding thread, which raises it
@@ -276,13 +275,14 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
         put(_DONE)
         writer.join()
     except BaseException:
-        writer.abort.set()
-        while True:  # unblock the writer, then let it remove its temporary file
+        # Ctrl-C or a decoding error: the writer finishes the shards already fully decoded and removes the
+        # temporary file of the one in progress, so what is on disk is whole files only.
+        while writer.is_alive():
             try:
-                items_q.get_nowait()
-            except queue.Empty:
+                items_q.put(_DONE, timeout=0.2)
                 break
-        items_q.put(_DONE)
+            except queue.Full:
+                continue
         writer.join()
         raise
     if writer.error is not None:

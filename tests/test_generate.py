@@ -1,0 +1,284 @@
+"""augment generate: counts, plan, shards, manifest, resume, modes, bad input (in-process engine).
+
+Ray runs are in test_generate_ray.py. Bundles are the tiny session fixtures of conftest.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from augment.cli import cli
+from augment.errors import AugmentError, ClassNameError
+from augment.job import JobSpec, parse_class_counts, resolve_counts, run_job
+from augment.plan import largest_remainder, plan_shards, plan_source_shards, shard_rng
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["generate", *map(str, args), "--quiet"], catch_exceptions=False)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def gen(table_bundle):
+    from augment.generator import Generator
+
+    return Generator.from_path(table_bundle)
+
+
+@pytest.fixture(scope="module")
+def source_file(tmp_path_factory, mixed_table) -> Path:
+    path = tmp_path_factory.mktemp("src") / "real.parquet"
+    pq.write_table(mixed_table, path)
+    return path
+
+
+# ---------------------------------------------------------------- counts and plans (no model)
+
+
+def test_class_counts_split_on_last_equals():
+    classes = ["<=50K", ">50K", "a,b", "x=y", "no"]
+    got = parse_class_counts(["<=50K=10,>50K=20", "a,b=3,x=y=4", "no=1"], classes)
+    assert got == {0: 10, 1: 20, 2: 3, 3: 4, 4: 1}
+
+
+@pytest.mark.parametrize("item, error", [
+    ("maybe=3", ClassNameError), ("yes=0", AugmentError), ("yes=-2", AugmentError),
+    ("yes", AugmentError), ("yes=1,yes=2", AugmentError),
+])
+def test_class_counts_rejects(item, error):
+    with pytest.raises(error):
+        parse_class_counts([item], ["no", "yes"])
+
+
+def test_rows_in_training_proportions_sum_exactly():
+    assert largest_remainder(10, [1, 1, 1]) == [4, 3, 3]
+    counts = resolve_counts(["a", "b", "c"], [700, 299, 1], rows=1_000_001)
+    assert sum(counts.values()) == 1_000_001 and counts[0] == 700_001
+    assert resolve_counts(["no", "yes"], [70, 30], balance=True) == {1: 40}
+    with pytest.raises(AugmentError, match="exactly one"):
+        resolve_counts(["no", "yes"], [70, 30], per_class=3, rows=5)
+
+
+def test_plans_cover_rows_and_streams_differ():
+    shards = plan_shards({0: 250, 1: 100}, rows_per_file=100)
+    assert [s.rows for s in shards] == [100, 100, 50, 100]
+    assert {s.file_name for s in shards} == {f"class={c:04d}-part={i:05d}.parquet" for c, i in [(0, 0), (0, 1), (0, 2), (1, 0)]}
+    src = plan_source_shards(10, 3, rows_per_file=7)  # 2 source rows (6 output rows) per file
+    assert sum(s.units for s in src) == 10 and [s.offset for s in src] == [0, 2, 4, 6, 8]
+    draws = {shard_rng(0, c, i).integers(1 << 62) for c in (-1, 0, 1) for i in range(3)}
+    assert len(draws) == 9
+    assert shard_rng(0, 1, 2).random() == shard_rng(0, 1, 2).random()
+
+
+# ---------------------------------------------------------------- the job end to end (local engine, CLI)
+
+
+def test_generate_exact_rows_manifest_and_schema(table_bundle, gen, tmp_path):
+    out = tmp_path / "synth"
+    r = invoke("--model", table_bundle, "--class-counts", "yes=130,no=70", "--rows-per-file", 50, "--out", out,
+               "--engine", "local", "--seed", 7)
+    assert r.exit_code == 0, r.output
+    assert "wrote 200 rows" in r.output
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["complete"] and m["rows"] == 200 and m["seed"] == 7
+    assert m["rows_per_class"] == [{"class": "no", "rows": 70}, {"class": "yes", "rows": 130}]
+    assert m["bundle"]["sha256"] == gen.bundle.sha256 and m["options"]["counts"] == [[0, 70], [1, 130]]
+    assert sorted(f["path"] for f in m["files"]) == sorted(digests(out)) and len(m["files"]) == 5
+    for f in m["files"]:
+        assert hashlib.sha256((out / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+        assert pq.read_metadata(out / f["path"]).num_rows == f["rows"]
+    assert set(p.name for p in out.iterdir()) == set(digests(out)) | {"_manifest.json"}  # no _job.json, no .tmp
+    # one dataset, real schema (label in place) + provenance, in pandas and pyarrow.dataset
+    table = ds.dataset(out, format="parquet").to_table()
+    real = gen.bundle.schema
+    assert table.schema.remove_metadata().equals(
+        pa.schema(list(real) + [table.schema.field(n) for n in table.schema.names[len(real):]]).remove_metadata())
+    assert table.schema.names[len(real):] == ["augment_mode", "augment_source_row", "augment_source_row_b", "augment_alpha"]
+    import pandas as pd
+
+    df = pd.read_parquet(out)
+    assert len(df) == 200 and (df["label"] == "yes").sum() == 130 and set(df["augment_mode"]) == {"sample"}
+    # floats are not dictionary-encoded; strings are
+    col = pq.ParquetFile(next(iter(out.glob("*.parquet")))).metadata.row_group(0)
+    enc = {col.column(i).path_in_schema: col.column(i).encodings for i in range(col.num_columns)}
+    assert not any("DICTIONARY" in e for e in enc["balance €"]) and any("DICTIONARY" in e for e in enc["job"])
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(table_bundle, tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert invoke("--model", table_bundle, "--per-class", 60, "--rows-per-file", 40, "--seed", seed,
+                      "--engine", "local", "--out", tmp_path / name).exit_code == 0
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert set(digests(tmp_path / "a").values()).isdisjoint(digests(tmp_path / "c").values())
+
+
+def test_chunked_sampling_equals_one_call(gen):
+    """The job calls sample() in chunks of whole batches; that must equal one call (same rng)."""
+    n = gen.batch_size * 2 + 5
+    one = gen.sample(1, n, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    parts = pa.concat_tables([gen.sample(1, gen.batch_size, rng), gen.sample(1, n - gen.batch_size, rng)])
+    assert one.equals(parts)
+
+
+class Interrupting:
+    """The real generator, but Ctrl-C arrives during its ``after``+1-th sample() call."""
+
+    def __init__(self, gen, after: int):
+        self._gen, self.after, self.calls = gen, after, 0
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def sample(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return self._gen.sample(*args, **kwargs)
+
+
+def test_interrupted_then_resumed_gives_same_bytes(table_bundle, gen, tmp_path):
+    args = ["--model", table_bundle, "--per-class", 100, "--rows-per-file", 30, "--seed", 1, "--engine", "local"]
+    assert invoke(*args, "--out", tmp_path / "full").exit_code == 0
+    spec = JobSpec(counts=((0, 100), (1, 100)), seed=1, rows_per_file=30)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run_job(Interrupting(gen, after=3), spec, out, engine="local", progress=False, echo=lambda s: None)
+    assert not (out / "_manifest.json").exists() and (out / "_job.json").exists()
+    assert not list(out.glob(".tmp-*")) and len(list(out.glob("*.parquet"))) == 3
+    (out / ".tmp-class=0001-part=00000.parquet-dead").write_bytes(b"half")  # a hard kill's leftover
+    (out / "class=0000-part=00001.parquet").write_bytes(b"not parquet")  # a damaged file is redone
+    r = invoke(*args, "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "kept from the interrupted run" in r.output
+    assert digests(out) == digests(tmp_path / "full")
+    assert not list(out.glob(".tmp-*")) and not (out / "_job.json").exists()
+    again = invoke(*args, "--out", out, "--resume")
+    assert again.exit_code == 0 and "already complete" in again.output
+    other = invoke(*[a if a != 1 else 2 for a in args], "--out", tmp_path / "cut2")
+    assert other.exit_code == 0
+
+
+def test_resume_refuses_a_different_job(table_bundle, gen, tmp_path):
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        run_job(Interrupting(gen, after=1), JobSpec(counts=((0, 50),), rows_per_file=20), out, engine="local",
+                progress=False, echo=lambda s: None)
+    r = invoke("--model", table_bundle, "--class-counts", "no=50", "--rows-per-file", 20, "--seed", 9,
+               "--out", out, "--resume")
+    assert r.exit_code == 1 and "different job" in r.output and "seed" in r.output
+
+
+def test_perturb_keeps_labels_and_provenance(table_bundle, source_file, mixed_table, tmp_path):
+    out = tmp_path / "p"
+    r = invoke("--model", table_bundle, "--mode", "perturb", "--from", source_file, "--per-example", 3,
+               "--noise", 0.5, "--rows-per-file", 250, "--out", out)
+    assert r.exit_code == 0, r.output
+    t = ds.dataset(out, format="parquet").to_table().to_pandas()
+    assert len(t) == 3 * mixed_table.num_rows and len(list(out.glob("part=*.parquet"))) == 5
+    labels = np.asarray(mixed_table.column("label").to_pylist())
+    assert sorted(t["augment_source_row"]) == sorted(np.repeat(np.arange(mixed_table.num_rows), 3))
+    assert (t["label"].to_numpy() == labels[t["augment_source_row"].to_numpy()]).all()
+    assert set(t["augment_mode"]) == {"perturb"}
+    r = invoke("--model", table_bundle, "--mode", "perturb", "--from", source_file, "--per-class", 40,
+               "--out", tmp_path / "pc")
+    t = ds.dataset(tmp_path / "pc", format="parquet").to_table().to_pandas()
+    assert r.exit_code == 0 and t["label"].value_counts().to_dict() == {"no": 40, "yes": 40}
+    assert (t["label"].to_numpy() == labels[t["augment_source_row"].to_numpy()]).all()
+
+
+def test_interpolate_pairs_within_a_class(table_bundle, source_file, mixed_table, tmp_path):
+    out = tmp_path / "i"
+    assert invoke("--model", table_bundle, "--mode", "interpolate", "--from", source_file, "--pairs", 20,
+                  "--steps", 4, "--out", out).exit_code == 0
+    t = ds.dataset(out, format="parquet").to_table().to_pandas()
+    labels = np.asarray(mixed_table.column("label").to_pylist())
+    assert len(t) == 80 and np.allclose(sorted(set(t["augment_alpha"])), [0, 1 / 3, 2 / 3, 1])
+    a, b = t["augment_source_row"].to_numpy(), t["augment_source_row_b"].to_numpy()
+    assert (labels[a] == labels[b]).all() and (t["label"].to_numpy() == labels[a]).all()
+
+
+def test_image_bundle_keeps_image_encoding(image_bundle, tmp_path):
+    out = tmp_path / "img"
+    r = invoke("--model", image_bundle, "--class-counts", "3=20,7=5", "--out", out)
+    assert r.exit_code == 0, r.output
+    t = ds.dataset(out, format="parquet").to_table()
+    assert t.schema.field("image").type == pa.list_(pa.uint8(), 64)
+    assert t.column("label").type == pa.int64() and sorted(t.column("label").to_pylist()) == [3] * 20 + [7] * 5
+
+
+def test_dry_run_and_overwrite(table_bundle, tmp_path):
+    out = tmp_path / "d"
+    r = invoke("--model", table_bundle, "--rows", 1001, "--out", out, "--dry-run")
+    assert r.exit_code == 0 and "1,001 rows" in r.output and "estimate" in r.output and not out.exists()
+    assert invoke("--model", table_bundle, "--per-class", 5, "--out", out).exit_code == 0
+    assert invoke("--model", table_bundle, "--per-class", 6, "--out", out, "--overwrite").exit_code == 0
+    assert json.loads((out / "_manifest.json").read_text())["rows"] == 12
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    r = invoke("--model", table_bundle, "--per-class", 5, "--out", foreign, "--overwrite")
+    assert r.exit_code == 1 and "not an augment output folder" in r.output and (foreign / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class-counts", "maybe=3"], "unknown class 'maybe'"),
+    (["--class-counts", "yes=0"], "positive integer"),
+    (["--per-class", "0"], "positive integer"),
+    (["--per-class", "2", "--balance"], "exactly one"),
+    (["--mode", "perturb", "--from", "{nolabel}", "--per-example", "2"], "no label column"),
+    (["--mode", "perturb", "--from", "{badtype}", "--per-example", "2"], "is string in --from"),
+    (["--mode", "perturb", "--from", "{src}", "--per-example", "2", "--noise", "-1"], "--noise must be >= 0"),
+    (["--mode", "perturb", "--from", "{src}"], "exactly one of --per-example"),
+    (["--per-class", "2", "--ray-address", "127.0.0.1:9"], "cannot reach Ray"),
+    (["--per-class", "2", "--temperature", "0"], "temperature"),
+])
+def test_bad_input_one_line_error_nothing_written(table_bundle, source_file, mixed_table, tmp_path, args, message):
+    nolabel, badtype = tmp_path / "nolabel.parquet", tmp_path / "badtype.parquet"
+    pq.write_table(mixed_table.drop(["label"]), nolabel)
+    pq.write_table(mixed_table.set_column(0, "age", mixed_table.column("age").cast(pa.string())), badtype)
+    args = [a.format(nolabel=nolabel, badtype=badtype, src=source_file) for a in args]
+    out = tmp_path / "never"
+    r = invoke("--model", table_bundle, "--out", out, *args)
+    assert r.exit_code != 0
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], r.output
+    assert not out.exists()
+
+
+def test_existing_output_refused(table_bundle, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("")
+    r = invoke("--model", table_bundle, "--per-class", 2, "--out", tmp_path / "x")
+    assert r.exit_code == 1 and "exists" in r.output
+
+
+def test_generate_never_imports_torch(table_bundle, tmp_path):
+    code = (
+        "import sys\n"
+        "from augment.cli import main\n"
+        "try:\n"
+        f"    main(['generate', '--model', {str(table_bundle)!r}, '--per-class', '3', '--quiet',"
+        f" '--engine', 'local', '--out', {str(tmp_path / 'o')!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "import augment.engines, augment.manifest, augment.shards\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
