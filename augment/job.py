@@ -315,7 +315,13 @@ def _load_source(spec: JobSpec, gen) -> Source | None:
     if spec.mode == "sample":
         return None
     held = spec.mode == "interpolate" or spec.per_example is None  # random draws need the rows at hand
-    return open_source(spec.source, gen.schema, gen.bundle.label_column, gen.classes, load=held)
+    source = open_source(spec.source, gen.schema, gen.bundle.label_column, gen.classes, load=held)
+    if spec.mode == "perturb" and spec.per_example is None:
+        have = np.bincount(source.labels, minlength=len(gen.classes))
+        missing = [repr(gen.classes[c]) for c, _ in spec.counts if have[c] == 0]
+        if missing:
+            raise InputError(f"--from holds no rows of class {', '.join(missing)} to perturb with --per-class")
+    return source
 
 
 def _items(spec: JobSpec, shards: list[Shard], todo: set[str], source: Source | None) -> Iterator[tuple[Shard, object]]:

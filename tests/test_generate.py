@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute in tests
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -282,3 +283,10 @@ def test_generate_never_imports_torch(table_bundle, tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_perturb_per_class_needs_every_class_in_source(table_bundle, mixed_table, tmp_path):
+    only_no = tmp_path / "no.parquet"
+    pq.write_table(mixed_table.filter(pa.compute.equal(mixed_table.column("label"), "no")), only_no)
+    r = invoke("--model", table_bundle, "--mode", "perturb", "--from", only_no, "--per-class", 5, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "no rows of class 'yes'" in r.output and not (tmp_path / "o").exists()

@@ -1,0 +1,154 @@
+"""Benchmark of ``augment generate`` (not a test): decoder alone vs end to end, memory, Ray start-up.
+
+    augment train --data ../shared/data/bank_marketing.parquet --label y --out models/bank
+    augment train --data ../shared/data/mnist_test.parquet --label label --out models/mnist
+    python benchmarks/bench_generate.py --bank models/bank --mnist models/mnist [--out /tmp/bench] [--quick]
+
+Rows printed:
+  - onnxruntime decoder alone, best batch (rows/s), for each bundle;
+  - ``augment generate`` end to end as a fresh process (start-up included) for 1M bank rows and 200k MNIST
+    images, local engine and Ray: rows/s and the ratio to the decoder alone;
+  - peak RSS of the driver and of each Ray worker at 1M and 10M bank rows (polled every 50 ms);
+  - Ray's fixed cost: a 2-row job on Ray minus the same job in process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def decoder_alone(bundle: str, batches=(256, 1024, 4096, 16384, 65536), seconds: float = 1.5) -> tuple[int, float]:
+    """(best batch, rows/s) of decoder.onnx alone on random inputs, all cores."""
+    from augment.bundle import load_bundle
+    from augment.runtime import make_session
+
+    b = load_bundle(bundle)
+    sess, _ = make_session(b.decoder_path, device="cpu")
+    latent, k = b.latent_dim, len(b.classes)
+    best = (0, 0.0)
+    for n in batches:
+        z = np.random.default_rng(0).standard_normal((n, latent)).astype(np.float32)
+        y = np.eye(k, dtype=np.float32)[np.zeros(n, dtype=np.int64)]
+        sess.run(None, {"z": z, "y": y})
+        t0, rows = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds:
+            sess.run(None, {"z": z, "y": y})
+            rows += n
+        rate = rows / (time.perf_counter() - t0)
+        if rate > best[1]:
+            best = (n, rate)
+    return best
+
+
+def _ray_worker_pids() -> list[int]:
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any("ShardActor" in part for part in (p.info["cmdline"] or [])):
+                pids.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def run_generate(args: list[str], out: Path) -> dict:
+    """``augment generate ... --out out`` in a fresh process; wall time and peak RSS (driver, each worker)."""
+    import psutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "augment.cli", "generate", *args, "--out", str(out), "--quiet"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = psutil.Process(proc.pid)
+    peak_driver, peak_worker = 0, 0
+    watch_workers = "ray" in args
+    while proc.poll() is None:
+        try:
+            peak_driver = max(peak_driver, driver.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if watch_workers:
+            for pid in _ray_worker_pids():
+                try:
+                    peak_worker = max(peak_worker, psutil.Process(pid).memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"generate failed ({proc.returncode}): {stderr.strip()[-500:]}")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    return {"wall_s": wall, "rows": manifest["rows"], "manifest": manifest, "peak_driver": peak_driver,
+            "peak_worker": peak_worker}
+
+
+def fmt(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bank", required=True, help="bundle trained on bank_marketing.parquet")
+    ap.add_argument("--mnist", required=True, help="bundle trained on mnist_test.parquet")
+    ap.add_argument("--out", default="/tmp/augment-bench", help="scratch folder (deleted and rewritten)")
+    ap.add_argument("--quick", action="store_true", help="100k/20k/1M rows instead of 1M/200k/10M")
+    a = ap.parse_args()
+    scratch = Path(a.out)
+    scratch.mkdir(parents=True, exist_ok=True)
+    big, img, huge = (100_000, 20_000, 1_000_000) if a.quick else (1_000_000, 200_000, 10_000_000)
+    rows: list[tuple[str, str, str, str]] = []  # (what, rows/s, ratio or note, memory)
+
+    dec = {}
+    for name, path in (("bank", a.bank), ("mnist", a.mnist)):
+        batch, rate = decoder_alone(path)
+        dec[name] = rate
+        rows.append((f"decoder.onnx alone, {name} (best batch {batch})", fmt(rate), "1.00", ""))
+
+    def e2e(label: str, name: str, args: list[str], sub: str) -> dict:
+        r = run_generate(args, scratch / sub)
+        rate = r["rows"] / r["wall_s"]
+        gen_rate = r["manifest"]["timings"]["rows_per_s"]
+        mem = f"driver {r['peak_driver'] / 2**20:,.0f} MiB" + (
+            f", worker {r['peak_worker'] / 2**20:,.0f} MiB" if r["peak_worker"] else "")
+        rows.append((label, f"{fmt(rate)} ({fmt(gen_rate)} w/o start-up)",
+                     f"{rate / dec[name]:.2f} ({gen_rate / dec[name]:.2f})", mem))
+        shutil.rmtree(scratch / sub, ignore_errors=True)
+        return r
+
+    bank = ["--model", a.bank, "--seed", "0"]
+    e2e(f"generate {fmt(big)} bank rows, local", "bank", [*bank, "--rows", str(big), "--engine", "local"], "b1")
+    e2e(f"generate {fmt(img)} MNIST images, local", "mnist",
+        ["--model", a.mnist, "--rows", str(img), "--engine", "local"], "m1")
+    e2e(f"generate {fmt(big)} bank rows, ray (2 workers)", "bank",
+        [*bank, "--rows", str(big), "--engine", "ray", "--workers", "2"], "b2")
+    e2e(f"generate {fmt(huge)} bank rows, local", "bank", [*bank, "--rows", str(huge), "--engine", "local"], "b3")
+    e2e(f"generate {fmt(huge)} bank rows, ray (2 workers)", "bank",
+        [*bank, "--rows", str(huge), "--engine", "ray", "--workers", "2"], "b4")
+
+    tiny_local = run_generate([*bank, "--per-class", "1", "--engine", "local"], scratch / "t1")["wall_s"]
+    tiny_ray = run_generate([*bank, "--per-class", "1", "--engine", "ray"], scratch / "t2")["wall_s"]
+    rows.append(("Ray fixed cost (2-row job: ray - local)", "", f"{tiny_ray - tiny_local:.1f} s",
+                 f"local {tiny_local:.1f} s, ray {tiny_ray:.1f} s"))
+
+    widths = [max(len(r[i]) for r in rows + [("what", "rows/s (start-up incl.)", "ratio to decoder", "peak RSS")])
+              for i in range(4)]
+    head = ("what", "rows/s (start-up incl.)", "ratio to decoder", "peak RSS")
+    print(f"machine: {os.cpu_count()} cores; onnxruntime CPU")
+    for r in [head, tuple("-" * w for w in widths), *rows]:
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    main()
