@@ -66,6 +66,21 @@ def _is_auto_categorical(t: pa.DataType) -> bool:
             or pa.types.is_dictionary(t))
 
 
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+def _check_not_numeric_text(name: str, arr: pa.Array) -> None:
+    """A text column whose values are nearly all numbers is a numeric column with a typo: say where."""
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)) or arr.null_count == len(arr):
+        return
+    is_num = pc.fill_null(pc.match_substring_regex(arr, _NUMBER), True)
+    bad = len(arr) - pc.sum(is_num).as_py()
+    if 0 < bad <= 0.05 * (len(arr) - arr.null_count):
+        row = int(pc.index(is_num, False).as_py())
+        raise InputError(f"column {name!r} holds numbers but row {row} has the text {arr[row].as_py()!r}; "
+                         f"fix or null that value (a numeric column must hold only numbers)")
+
+
 def _is_label_type(t: pa.DataType) -> bool:
     v = t.value_type if pa.types.is_dictionary(t) else t
     return pa.types.is_integer(v) or pa.types.is_string(v) or pa.types.is_large_string(v) or pa.types.is_boolean(v)
@@ -135,6 +150,8 @@ class Codec:
         for name in features:
             arr = _as_array(table.column(name))
             t = arr.type
+            if name not in forced:
+                _check_not_numeric_text(name, arr)
             if name in forced or _is_auto_categorical(t):
                 if name in forced and not (_is_auto_categorical(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
                     raise SchemaError(f"column {name!r} of type {t} cannot be categorical; allowed: strings, booleans, integers, floats")
@@ -160,12 +177,19 @@ class Codec:
         if missing:
             raise SchemaError(f"columns {missing} missing from the table; it has {table.column_names}")
 
-    def transform(self, table: pa.Table) -> np.ndarray:
-        """Real rows -> (n, input_dim) float32 (the encoder input)."""
+    def transform(self, table: pa.Table, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Real rows -> (n, input_dim) float32 (the encoder input).
+
+        With ``rng`` (training), a numeric value that many rows share (a point mass: 0 balances, ``pdays = -1``,
+        integers) is spread uniformly over its slice of the normal scale instead of sitting on one point, so the
+        learned variance cannot collapse onto it; the inverse maps the whole slice back to that value.
+        Without ``rng`` (encoding for perturbation) a tied value takes the middle of its slice.
+        """
         self._check_columns(table)
         out = np.empty((table.num_rows, self.input_dim), np.float32)
         for col, seg in zip(self.columns, self.segments):
-            out[:, seg.in_start:seg.in_stop] = col.transform(_as_array(table.column(col.name)))
+            arr = _as_array(table.column(col.name))
+            out[:, seg.in_start:seg.in_stop] = col.transform(arr, rng) if col.kind == "numeric" else col.transform(arr)
         return out
 
     def encode_labels(self, table: pa.Table) -> np.ndarray:

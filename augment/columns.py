@@ -124,14 +124,18 @@ class NumericColumn:
     def _levels(self) -> np.ndarray:
         return np.linspace(0.0, 1.0, self.quantiles.size)
 
-    def transform(self, arr: pa.Array) -> np.ndarray:
+    def transform(self, arr: pa.Array, rng: np.random.Generator | None = None) -> np.ndarray:
         x, valid = self._values(self.name, arr, self.type_str)
         out = np.zeros((len(x), self.in_dim), np.float32)
         q = self.quantiles
         if q.size and q[0] != q[-1]:  # a constant column maps to 0
             lv, xv = self._levels(), x[valid]
-            # mean of the forward and backward interpolation: ties in the quantiles land mid-way (as sklearn)
-            u = 0.5 * (np.interp(xv, q, lv) - np.interp(-xv, -q[::-1], -lv[::-1]))
+            # The forward and backward interpolations bound the slice of [0, 1] a value occupies: equal for a
+            # value between distinct quantiles, apart for a tied one. Mid-way (as sklearn) or, given an rng,
+            # uniform over the slice (dequantization).
+            hi = np.interp(xv, q, lv)
+            lo = -np.interp(-xv, -q[::-1], -lv[::-1])
+            u = 0.5 * (hi + lo) if rng is None else lo + (hi - lo) * rng.random(xv.size)
             out[valid, 0] = ndtri(np.clip(u, _U_EPS, 1.0 - _U_EPS))
         if self.has_nulls:
             out[:, 1] = ~valid

@@ -56,7 +56,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     started = time.perf_counter()
 
     codec = Codec.fit(table, label=label, image_shape=image_shape)
-    x = codec.transform(table)  # (N, input_dim)
+    x = codec.transform(table, rng=np.random.default_rng(config.seed))  # (N, input_dim), ties dequantized
     y_index = codec.encode_labels(table)  # (N,)
     n_classes = len(codec.label.classes)
     y = np.eye(n_classes, dtype=np.float32)[y_index]  # (N, K)

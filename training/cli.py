@@ -37,8 +37,8 @@ def _image_shape(ctx, param, value):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--time-budget", type=click.FloatRange(min=1), default=110.0, show_default=True,
-              help="Stop training early (keeping the best epoch) when it would run past this many seconds.")
+@click.option("--time-budget", type=click.FloatRange(min=1), default=None,
+              help="Stop early (keeping the best epoch) when training would run past this many seconds.")
 @click.option("--image-shape", callback=_image_shape, default=None, help="C,H,W of an image column (default: inferred).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -1,0 +1,226 @@
+"""Training, export and the bundle: files, round trip, parity, determinism, awkward and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from augment.bundle import FORMAT_VERSION, load_bundle
+from augment.cli import COMMANDS, cli
+from augment.errors import AugmentError, BundleError, OutputExistsError
+from augment.generator import Generator
+from conftest import TINY, make_mixed_table
+from training import export as export_mod
+from training.api import train
+from training.config import TrainConfig
+from training.model import build_model
+
+
+def _decode(bundle_path, z, y):
+    s = ort.InferenceSession(str(bundle_path / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    return s.run(None, {"z": z, "y": y})[0]
+
+
+def test_bundle_holds_exactly_json_and_two_onnx_files(table_bundle):
+    assert sorted(p.name for p in table_bundle.iterdir()) == ["bundle.json", "decoder.onnx", "encoder.onnx"]
+
+
+def test_bundle_json_records_schema_classes_metrics_and_checksums(table_bundle, mixed_table):
+    bundle = load_bundle(table_bundle)
+    meta = bundle.json
+    assert meta["format_version"] == FORMAT_VERSION
+    assert bundle.schema == mixed_table.schema
+    assert meta["label"]["column"] == "label"
+    assert meta["label"]["classes"] == ["no", "yes"]
+    labels = mixed_table.column("label").to_pylist()
+    assert meta["label"]["counts"] == [labels.count("no"), labels.count("yes")]
+    assert set(meta["onnx"]["files"]) == {"encoder.onnx", "decoder.onnx"}
+    assert meta["training"]["metrics"]["epochs_run"] == TINY["epochs"]
+    assert np.isfinite(meta["training"]["metrics"]["val_loss"])
+    assert max(meta["onnx"]["parity"]["encoder_max_abs_diff"], meta["onnx"]["parity"]["decoder_max_abs_diff"]) <= 1e-4
+    assert len(meta["sampler"]["mixture"]["classes"]) == 2
+
+
+def test_onnx_graphs_have_named_io_and_a_dynamic_batch(table_bundle):
+    bundle = load_bundle(table_bundle)
+    enc = ort.InferenceSession(str(bundle.encoder_path), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(bundle.decoder_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in enc.get_inputs()] == ["x", "y"] and [o.name for o in enc.get_outputs()] == ["mu", "logvar"]
+    assert [i.name for i in dec.get_inputs()] == ["z", "y"] and [o.name for o in dec.get_outputs()] == ["params"]
+    d = bundle.latent_dim
+    for n in (1, 7, 300):
+        out = dec.run(None, {"z": np.zeros((n, d), np.float32), "y": np.tile(np.eye(2, dtype=np.float32)[:1], (n, 1))})[0]
+        assert out.shape[0] == n
+
+
+def test_export_parity_matches_torch_and_fails_loudly_above_tolerance(monkeypatch):
+    # Setup
+    model = build_model("table", 6, 9, 2, 3, 8, logvar_index=(1, 4)).eval()
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
+    # Run
+    enc, dec, report = export_mod.export_onnx(model, x, y)
+    z = np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32)
+    got = ort.InferenceSession(dec, providers=["CPUExecutionProvider"]).run(None, {"z": z, "y": y[:5]})[0]
+    with torch.no_grad():
+        want = model.decode(torch.from_numpy(z), torch.from_numpy(y[:5])).numpy()
+    # Assert
+    assert np.abs(got - want).max() <= 1e-5
+    assert report["decoder_max_abs_diff"] <= 1e-4
+    monkeypatch.setattr(export_mod, "PARITY_TOL", -1.0)
+    with pytest.raises(AugmentError, match="parity"):
+        export_mod.export_onnx(model, x, y)
+
+
+def test_same_seed_same_data_gives_the_same_onnx_outputs(tmp_path, mixed_table, table_bundle):
+    again = train(mixed_table, label="label", out=tmp_path / "again", config=TrainConfig(**TINY), progress=False)
+    z = np.random.default_rng(0).standard_normal((32, again.latent_dim)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(32) % 2]
+    np.testing.assert_array_equal(_decode(table_bundle, z, y), _decode(again.path, z, y))
+
+
+def test_bundle_generates_rows_with_the_real_schema(table_bundle, mixed_table):
+    gen = Generator.from_path(table_bundle)
+    out = gen.sample(gen.class_index("yes"), 50, np.random.default_rng(0))
+    assert out.num_rows == 50
+    assert out.select(mixed_table.column_names).schema == mixed_table.schema
+    assert set(out.column("label").to_pylist()) == {"yes"}
+
+
+def test_awkward_but_valid_table_trains(tmp_path):
+    # constant column, all-null column, one class, integer label, unicode and space column names
+    n = 60
+    rng = np.random.default_rng(0)
+    table = pa.table({
+        "größe (cm)": pa.array(rng.normal(170, 10, n)),
+        "constant": pa.array(np.full(n, 7, dtype=np.int64)),
+        "nothing": pa.nulls(n, pa.float64()),
+        "kind": pa.array(rng.choice(["a", "b"], n)),
+        "label": pa.array(np.full(n, 3, dtype=np.int64)),
+    })
+    bundle = train(table, label="label", out=tmp_path / "b", config=TrainConfig(**TINY), progress=False)
+    gen = Generator(bundle)
+    out = gen.sample(gen.class_index(3), 40, np.random.default_rng(0))
+    assert out.column("constant").to_pylist() == [7] * 40
+    assert out.column("nothing").null_count == 40
+    assert out.column("label").to_pylist() == [3] * 40
+    assert out.schema.field("größe (cm)").type == pa.float64()
+
+
+def test_unconditional_model_without_label(tmp_path, mixed_table):
+    bundle = train(mixed_table.drop(["label"]), label=None, out=tmp_path / "u", config=TrainConfig(**TINY), progress=False)
+    gen = Generator(bundle)
+    assert gen.n_classes == 1
+    assert gen.sample(0, 10, np.random.default_rng(0)).num_rows == 10
+
+
+def test_existing_output_folder_is_refused_before_training(tmp_path, mixed_table):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        train(mixed_table, label="label", out=tmp_path / "out", config=TrainConfig(**TINY), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------- bundle load
+def _copy_bundle(src, dst):
+    dst.mkdir()
+    for p in src.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def test_tampered_onnx_file_fails_its_checksum(tmp_path, table_bundle):
+    b = _copy_bundle(table_bundle, tmp_path / "b")
+    (b / "decoder.onnx").write_bytes((b / "decoder.onnx").read_bytes()[:-10])
+    with pytest.raises(BundleError, match="decoder.onnx fails its checksum"):
+        load_bundle(b)
+
+
+def test_newer_format_version_is_refused(tmp_path, table_bundle):
+    b = _copy_bundle(table_bundle, tmp_path / "b")
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    (b / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=f"format_version {FORMAT_VERSION + 1}"):
+        load_bundle(b)
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+def _invoke(args):
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.output
+
+
+def test_help_of_the_group_and_every_subcommand():
+    code, out = _invoke(["--help"])
+    assert code == 0 and all(name in out for name in COMMANDS)
+    for name in COMMANDS:
+        code, out = _invoke([name, "--help"])
+        assert code == 0, (name, out)
+        assert "Usage: " in out and name in out
+
+
+def test_info_prints_classes_and_json(table_bundle):
+    code, out = _invoke(["info", str(table_bundle)])
+    assert code == 0 and "yes" in out and "balance €" in out
+    code, out = _invoke(["info", str(table_bundle), "--json"])
+    assert code == 0 and json.loads(out)["label"]["classes"] == ["no", "yes"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: ["--data", str(d / "missing.parquet")], "missing.parquet"),
+    (lambda d: ["--data", str(d / "t.parquet"), "--label", "nope"], "'nope'"),
+    (lambda d: ["--data", str(d / "one.parquet"), "--label", "label"], "at least 2 rows"),
+    (lambda d: ["--data", str(d / "text.csv"), "--label", "label"], "'12x'"),
+    (lambda d: ["--data", str(d / "ragged.parquet"), "--label", "label"], "lengths"),
+    (lambda d: ["--data", str(d / "t.parquet"), "--label", "label", "--epochs", "0"], "epochs"),
+])
+def test_train_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, make, message):
+    # Setup
+    t = make_mixed_table(40)
+    pq.write_table(t, tmp_path / "t.parquet")
+    one = t.slice(0, 30).append_column("label2", pa.array(["a"] * 29 + ["b"])).drop(["label"]).rename_columns(
+        [*t.column_names[:-1], "label"])
+    pq.write_table(one, tmp_path / "one.parquet")
+    (tmp_path / "text.csv").write_text("age,label\n" + "".join(f"{v},{'ab'[i % 2]}\n" for i, v in enumerate([*range(30), "12x"])))
+    ragged = pa.table({"image": pa.array([[1, 2, 3, 4]] * 5 + [[1, 2]] * 5, pa.list_(pa.uint8())), "label": pa.array([0, 1] * 5)})
+    pq.write_table(ragged, tmp_path / "ragged.parquet")
+    # Run
+    code, out = _invoke(["train", *make(tmp_path), "--out", str(tmp_path / "model"), "--quiet"])
+    # Assert
+    assert code != 0
+    assert message in out
+    error_lines = [line for line in out.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1 and "Traceback" not in out
+    assert not (tmp_path / "model").exists()
+
+
+def test_train_cli_refuses_existing_output(tmp_path):
+    pq.write_table(make_mixed_table(40), tmp_path / "t.parquet")
+    (tmp_path / "model").mkdir()
+    code, out = _invoke(["train", "--data", str(tmp_path / "t.parquet"), "--label", "label", "--out", str(tmp_path / "model")])
+    assert code != 0 and "--overwrite" in out
+
+
+def test_info_on_a_tampered_bundle_is_a_one_line_error(tmp_path, table_bundle):
+    b = _copy_bundle(table_bundle, tmp_path / "b")
+    (b / "encoder.onnx").write_bytes(b"not onnx")
+    code, out = _invoke(["info", str(b)])
+    assert code == 1 and "encoder.onnx fails its checksum" in out and "Traceback" not in out
+
+
+def test_generation_side_never_imports_torch():
+    modules = ["augment.cli", "augment.generator", "augment.job", "augment.commands.generate", "augment.commands.info",
+               "augment.commands.evaluate", "serving.app"]
+    code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
