@@ -82,19 +82,41 @@ def digits_table():
     return pa.table({"image": image, "label": pa.array(d.target.astype(np.int64))})
 
 
+def _demo_picture(real, synth_dir: Path, out: Path) -> Path:
+    """Real vs synthetic digits, 8 per class, side by side (PNG)."""
+    import numpy as np
+
+    from augment.evaluate.figures import sample_grid_figure
+    from augment.io import read_table
+
+    synth = read_table(synth_dir)
+
+    def by_class(table):
+        pixels = np.asarray(table.column("image").combine_chunks().flatten()).reshape(-1, 64) / 255.0
+        labels = np.asarray(table.column("label"))
+        return {str(c): pixels[labels == c] for c in range(10)}
+
+    fig = sample_grid_figure(by_class(real), by_class(synth), (1, 8, 8), [str(c) for c in range(10)], per_class=8)
+    fig.savefig(out, dpi=110)
+    return out
+
+
 @click.command()
 @click.option("--out", type=click.Path(), default="augment-demo", show_default=True, help="Folder for everything the demo writes.")
-@click.option("--per-class", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--per-class", type=click.IntRange(min=1), default=500, show_default=True, help="Synthetic images per class.")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @run_command
 def demo(out, per_class, epochs, seed, quiet):
-    """Offline end to end: train on scikit-learn's digits, generate rows per class, write Parquet."""
+    """Offline end to end: train on scikit-learn's digits, generate images per class, write Parquet.
+
+    Re-running replaces the previous demo folder (and only a demo folder).
+    """
     import shutil
 
-    from augment.job import GenerateOptions, run_job
-    from augment.report_images import save_image_grid
+    from augment.generator import Generator
+    from augment.job import JobSpec, run_job
     from training.api import train as train_bundle
     from training.config import TrainConfig
 
@@ -102,19 +124,23 @@ def demo(out, per_class, epochs, seed, quiet):
     marker = root / "demo.json"
     if root.exists():
         if not marker.is_file():
-            raise click.ClickException(f"{out!r} exists and is not a demo folder (choose another --out)")
-        shutil.rmtree(root)  # the demo replaces its own previous output
+            raise click.ClickException(f"{out!r} exists and is not a folder the demo wrote (choose another --out)")
+        shutil.rmtree(root)
     start = time.perf_counter()
     table = digits_table()
     click.echo(f"1/3 training a CVAE on scikit-learn's digits ({table.num_rows} images, 8x8, 10 classes)", err=True)
     bundle = train_bundle(table, label="label", out=root / "model", config=TrainConfig(epochs=epochs, seed=seed),
                           progress=not quiet, source="sklearn.datasets.load_digits")
     click.echo(f"2/3 generating {per_class} images per class", err=True)
-    result = run_job(GenerateOptions(model=str(bundle.path), out=str(root / "synthetic"), per_class=per_class, seed=seed,
-                                     engine="local", progress=not quiet))
-    grid = save_image_grid(root / "synthetic", bundle.path, root / "samples.png", per_class=8)
-    marker.write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
-    click.echo(f"3/3 done in {time.perf_counter() - start:.0f} s", err=True)
-    click.echo(f"bundle:    {bundle.path}")
-    click.echo(f"synthetic: {result.out} ({result.rows:,} rows, Parquet; read with pandas.read_parquet)")
-    click.echo(f"picture:   {grid}")
+    gen = Generator(bundle)
+    spec = JobSpec(counts=tuple((i, per_class) for i in range(gen.n_classes)), seed=seed)
+    manifest = run_job(gen, spec, root / "synthetic", engine="local", progress=not quiet,
+                       echo=lambda line: click.echo(line, err=True))
+    picture = _demo_picture(table, root / "synthetic", root / "samples.png")
+    seconds = time.perf_counter() - start
+    marker.write_text(json.dumps({"seconds": round(seconds, 1), "per_class": per_class, "seed": seed}))
+    click.echo(f"3/3 done in {seconds:.0f} s", err=True)
+    click.echo(f"bundle:    {bundle.path}   (augment info {bundle.path})")
+    click.echo(f"synthetic: {root / 'synthetic'}   ({manifest['rows']:,} rows of Parquet: "
+               f"pandas.read_parquet('{root / 'synthetic'}'))")
+    click.echo(f"picture:   {picture}   (real vs synthetic, 8 per class)")
