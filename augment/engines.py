@@ -28,13 +28,21 @@ RAY_RETRIES = 3
 
 @dataclass
 class LocalEngine:
-    """Shards one after another in this process; decoding overlaps Parquet writing (a writer thread)."""
+    """This machine, no Ray: in this process, or in a pool of ``processes`` spawned worker processes.
+
+    In process (the default), decoding overlaps Parquet writing (a writer thread), but the codec's numpy and
+    the sampler hold the GIL much of the time. ``workers`` > 1 runs shards on that many spawned processes
+    instead, each loading the bundle once and writing whole shards like a Ray actor, for a few seconds of
+    start-up (imports and bundle load) rather than Ray's ten or more. Spawning re-imports the caller's ``__main__``: from a script it must sit
+    behind ``if __name__ == "__main__"``; from stdin or a notebook the job stays in process.
+    """
 
     name = "local"
-    workers: int | None = None  # onnxruntime threads of the driver's generator (None: all cores)
+    workers: int | None = None  # processes (None: chosen from rows and cores)
+    threads: int | None = None  # onnxruntime threads per process (None: cores / processes)
 
     def describe(self) -> dict:
-        return {"name": self.name, "threads": self.workers or os.cpu_count()}
+        return {"name": self.name, "processes": self.processes, "threads": self.threads_used}
 
     def prepare(self) -> None:
         pass
@@ -43,10 +51,114 @@ class LocalEngine:
         pass
 
     def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
-            on_rows: Callable[[int], None], on_shard: Callable[[dict], None]) -> list[dict]:
+            on_rows: Callable[[int], None], on_shard: Callable[[dict], None], rows: int = 0,
+            shards: int = 1) -> list[dict]:
         from augment.shards import write_shards
 
-        return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard)
+        cores = os.cpu_count() or 1
+        self.processes = min(self.workers or 1, max(1, shards)) if _can_spawn() else 1
+        self.threads_used = self.threads or max(1, cores // self.processes)
+        if self.processes <= 1:
+            self.threads_used = self.threads or cores
+            return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard)
+        return _run_pool(self.processes, self.threads_used, bundle_path, spec, items, out_dir, on_rows, on_shard)
+
+
+_WORKER: dict = {}
+
+
+def _can_spawn() -> bool:
+    """Whether spawned processes can re-import ``__main__`` (a module, or a script file on disk)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return True
+    path = getattr(main, "__file__", None)
+    return bool(path) and os.path.isfile(path)
+
+
+def _pool_init(bundle_path: str, threads: int, progress, held) -> None:
+    import signal
+
+    from augment.generator import Generator
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops the pool
+    _WORKER.update(gen=Generator.from_path(bundle_path, threads=threads), progress=progress, held=held)
+
+
+def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict:
+    from augment.job import JobSpec
+    from augment.shards import write_shards
+
+    source = _WORKER["held"] if source == "held" else source
+    progress = _WORKER["progress"]
+    return write_shards(_WORKER["gen"], JobSpec.from_json(spec_json), [(Shard.from_json(shard_json), source)],
+                        out_dir, on_rows=progress.put)[0]
+
+
+def _run_pool(processes: int, threads: int, bundle_path: str, spec, items, out_dir: str, on_rows, on_shard) -> list[dict]:
+    """Shards on ``processes`` spawned processes, at most two each in flight; progress per written chunk."""
+    import multiprocessing as mp
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    import pyarrow as pa
+
+    items = iter(items)
+    first = next(items, None)
+    if first is None:
+        return []
+    held = first[1] if first[1] is not None and not isinstance(first[1], pa.Table) else None
+    ctx = mp.get_context("spawn")  # never fork a process that runs onnxruntime and a writer thread
+    progress = ctx.Queue()
+    results: list[dict] = []
+    pending: set = set()
+
+    def drain() -> None:
+        while True:
+            try:
+                on_rows(progress.get_nowait())
+            except queue_mod.Empty:
+                return
+
+    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_pool_init,
+                               initargs=(bundle_path, threads, progress, held))
+    try:
+        for shard, source in _chain(first, items):
+            while len(pending) >= 2 * processes:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                drain()
+                for f in done:
+                    results.append(f.result())
+                    on_shard(results[-1])
+            arg = "held" if held is not None and source is held else source
+            pending.add(pool.submit(_pool_shard, spec.to_json(), shard.to_json(), arg, out_dir))
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            drain()
+            for f in done:
+                results.append(f.result())
+                on_shard(results[-1])
+        drain()
+    except BrokenProcessPool as err:
+        raise AugmentError(f"a worker process died ({err}); rerun with --resume to finish the job") from None
+    except BaseException:  # Ctrl-C: stop the workers now rather than after their shards
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+            proc.join()
+        raise
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 def check_ray_address(address: str, timeout: float = 3.0) -> None:
@@ -149,7 +261,8 @@ class RayEngine:
             self._owned = False
 
     def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
-            on_rows: Callable[[int], None], on_shard: Callable[[dict], None]) -> list[dict]:
+            on_rows: Callable[[int], None], on_shard: Callable[[dict], None], rows: int = 0,
+            shards: int = 1) -> list[dict]:
         import ray
 
         t0 = time.perf_counter()
@@ -213,7 +326,8 @@ class RayEngine:
 ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}
 
 
-def choose_engine(name: str, *, rows: int, rate: float | None, address: str | None, workers: int | None):
+def choose_engine(name: str, *, rows: int, rate: float | None, address: str | None, workers: int | None,
+                  threads: int | None = None):
     """``auto``: Ray when an address is given or Ray is already up, or when the job is long enough that the
     cores Ray adds beyond the local engine's pay for its start-up; else the in-process engine."""
     if name not in ("auto", *ENGINES):
@@ -231,5 +345,5 @@ def choose_engine(name: str, *, rows: int, rate: float | None, address: str | No
     if name == "local":
         if address:
             raise AugmentError("--ray-address needs --engine ray or auto")
-        return LocalEngine(workers)
+        return LocalEngine(workers, threads)
     return RayEngine(workers, address)

@@ -379,7 +379,7 @@ def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str) -> str:
 
 
 def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto", workers: int | None = None,
-            ray_address: str | None = None, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
+            threads: int | None = None, ray_address: str | None = None, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
             progress: bool = True, echo: Callable[[str], None] = print, die_marker: str | None = None) -> dict | None:
     """Plan, check, write every shard, then the manifest; returns the manifest (None for a dry run).
 
@@ -402,7 +402,7 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     rate = None
     if engine == "auto" and not ray_address and (os.cpu_count() or 1) >= 4:
         rate, _ = probe(gen, spec)
-    runner = choose_engine(engine, rows=total, rate=rate, address=ray_address, workers=workers)
+    runner = choose_engine(engine, rows=total, rate=rate, address=ray_address, workers=workers, threads=threads)
     if die_marker:  # tests: a Ray worker dies once mid-shard
         runner.die_marker = die_marker
     runner.prepare()  # connect to Ray (or fail) before the output folder is touched
@@ -443,7 +443,7 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     t_gen = time.perf_counter()
     try:
         runner.run(gen, str(gen.bundle.path), spec, _items(spec, shards, todo, source), str(out),
-                   on_rows=bar.update, on_shard=results.append)
+                   on_rows=bar.update, on_shard=results.append, rows=todo_rows, shards=len(todo))
     finally:
         bar.close()
         remove_temporaries(out)

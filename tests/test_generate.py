@@ -290,3 +290,18 @@ def test_perturb_per_class_needs_every_class_in_source(table_bundle, mixed_table
     pq.write_table(mixed_table.filter(pa.compute.equal(mixed_table.column("label"), "no")), only_no)
     r = invoke("--model", table_bundle, "--mode", "perturb", "--from", only_no, "--per-class", 5, "--out", tmp_path / "o")
     assert r.exit_code == 1 and "no rows of class 'yes'" in r.output and not (tmp_path / "o").exists()
+
+
+def test_local_process_pool_same_bytes(table_bundle, source_file, tmp_path):
+    """--workers 2 on the local engine: spawned processes, same files as in process (sample and streamed perturb)."""
+    for mode_args in (["--per-class", 120], ["--mode", "perturb", "--from", source_file, "--per-example", 2]):
+        args = ["--model", table_bundle, *mode_args, "--rows-per-file", 100, "--engine", "local"]
+        assert invoke(*args, "--out", tmp_path / "one").exit_code == 0
+        r = invoke(*args, "--workers", 2, "--out", tmp_path / "two")
+        assert r.exit_code == 0, r.output
+        assert json.loads((tmp_path / "two" / "_manifest.json").read_text())["engine"]["processes"] == 2
+        assert digests(tmp_path / "one") == digests(tmp_path / "two")
+        for d in ("one", "two"):
+            import shutil
+
+            shutil.rmtree(tmp_path / d)

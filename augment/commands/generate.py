@@ -43,7 +43,8 @@ __all__ = ["generate"]
 @click.option("--keep-consistent", is_flag=True,
               help="Drop rows the bundle's per-class mixture assigns to another class (sample mode tops up).")
 @click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True)
-@click.option("--workers", type=int, default=None, help="Ray actors, or onnxruntime threads for the local engine.")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes (local) or Ray actors; default: one per core (local: for 100k+ rows).")
 @click.option("--ray-address", default=None, help="An existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted job in --out (same options).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
@@ -73,7 +74,7 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
                                     ("--steps", steps)) if v is not None]
         if misplaced:
             raise AugmentError(f"{', '.join(misplaced)} apply to --mode perturb/interpolate, not sample")
-    gen = Generator.from_path(model, threads=workers if engine == "local" else None)
+    gen = Generator.from_path(model)
     counts: dict[int, int] = {}
     if mode == "sample":
         counts = resolve_counts(gen.classes, gen.bundle.class_counts, per_class=per_class, class_counts=class_counts,
