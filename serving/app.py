@@ -205,7 +205,7 @@ def create_app(
         def loader() -> Any:
             from augment.generator import Generator
 
-            return Generator.from_path(settings.model, threads=settings.threads)
+            return Generator.from_path(settings.model, threads=settings.session_threads())
 
     service = _Service(settings, generator, loader)
 

@@ -28,7 +28,7 @@ __all__ = ["serve"]
 @click.option("--api-key-env", default=None, metavar="NAME", help="Environment variable holding the API key (401 without it).")
 @click.option("--max-rows", default=DEFAULT_MAX_ROWS, show_default=True, type=click.IntRange(min=1), help="Rows one request may ask for (413 beyond).")
 @click.option("--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, type=click.IntRange(min=1), help="Largest request body (413 beyond).")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="onnxruntime threads (default: all cores; with --ray: per replica, = its CPUs).")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="onnxruntime threads per session (default: cores / --max-concurrent; with --ray: the replica's CPUs).")
 @click.option("--max-concurrent", default=2, show_default=True, type=click.IntRange(min=1), help="Inference calls at once per process.")
 @click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to let requests in flight finish on shutdown.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -56,7 +56,7 @@ def _serve_uvicorn(settings: ServeSettings, host: str, port: int, graceful_timeo
     from augment.generator import Generator
     from serving.app import create_app
 
-    gen = Generator.from_path(settings.model, threads=settings.threads)
+    gen = Generator.from_path(settings.model, threads=settings.session_threads())
     app = create_app(settings, generator=gen)
     click.echo(f"augment: bundle {gen.bundle.sha256[:12]} ({len(gen.classes)} classes) on http://{host}:{port} (docs at /docs)", err=True)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, finish requests in flight, run the lifespan shutdown.

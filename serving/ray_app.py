@@ -71,7 +71,7 @@ class AugmentDeployment:
         from augment.generator import Generator
 
         self.settings = ServeSettings(**settings)
-        self.generator = Generator.from_path(self.settings.model, threads=self.settings.threads)
+        self.generator = Generator.from_path(self.settings.model, threads=self.settings.session_threads())
 
     def __serve_build_asgi_app__(self):
         from serving.app import create_app

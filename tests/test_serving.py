@@ -534,3 +534,30 @@ def test_generate_and_perturb_give_the_rows_augment_generate_writes(table_client
                           headers={"content-type": PARQUET, "accept": PARQUET})
     assert r.status_code == 200, r.text
     assert pq.read_table(io.BytesIO(r.content)).to_pylist() == job.to_pylist()
+
+
+# --- the command line and imports ------------------------------------------------------------------------
+
+
+def test_serve_cli_errors_are_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from augment.cli import cli
+
+    monkeypatch.delenv("AUGMENT_TEST_UNSET_KEY", raising=False)
+    r = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path), "--api-key-env", "AUGMENT_TEST_UNSET_KEY"])
+    assert r.exit_code == 1 and "AUGMENT_TEST_UNSET_KEY" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path)])  # a folder that is no bundle
+    assert r.exit_code == 1 and r.output.startswith("Error:") and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path), "--max-rows", "0"])
+    assert r.exit_code == 2 and "--max-rows" in r.output
+
+
+def test_serving_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, serving.app, serving.ray_app, serving.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
