@@ -35,6 +35,7 @@ __all__ = [
     "label_indices",
     "skip",
     "is_skipped",
+    "limit_threads",
 ]
 
 PROVENANCE_PREFIX = "augment_"  # columns added by `augment generate`; never evaluated
@@ -48,6 +49,19 @@ def skip(reason: str) -> dict:
 
 def is_skipped(value) -> bool:
     return isinstance(value, dict) and "skipped" in value
+
+
+def limit_threads(threads: int):
+    """A context that caps scikit-learn's OpenMP and BLAS threads.
+
+    On a small or shared machine, OpenMP threads that wait on each other make HistGradientBoosting tens of
+    times slower; one thread is fast and predictable. The OpenMP runtime is loaded first, because
+    threadpoolctl only limits libraries already loaded.
+    """
+    import sklearn.ensemble  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
 
 
 @dataclass(frozen=True)

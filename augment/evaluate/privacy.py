@@ -91,7 +91,8 @@ def _row_keys(table: pa.Table, schema: EvalSchema) -> list:
     if schema.modality == "image":
         m = (image_matrix(table, schema) * 255).round().astype(np.uint8)
         return [row.tobytes() for row in m]
-    frame = feature_frame(table, schema)
+    frame = feature_frame(table, schema).astype(object)
+    frame = frame.where(frame.notna(), None)  # NaN != NaN would hide copies of rows with nulls
     return list(frame.itertuples(index=False, name=None)) if len(frame) else []
 
 

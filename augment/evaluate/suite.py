@@ -22,6 +22,7 @@ from augment.evaluate.data import (
     infer_schema,
     is_skipped,
     label_indices,
+    limit_threads,
     skip,
 )
 from augment.evaluate.privacy import privacy_report
@@ -92,12 +93,8 @@ def run_evaluation(train: pa.Table, test: pa.Table, synthetic: pa.Table, label: 
     (mu, logvar, labels)`` and ``interpolate(a, b, steps, rng)``); for images it adds the latent map and
     interpolation strips.
     """
-    import sklearn.ensemble  # noqa: F401  (load the OpenMP runtime first: threadpoolctl limits loaded libraries only)
-    import sklearn.neighbors  # noqa: F401
-    from threadpoolctl import threadpool_limits
-
     schema = prepare(train, test, synthetic, label, image_shape=image_shape, classes=classes)
-    with threadpool_limits(limits=config.threads):
+    with limit_threads(config.threads):
         return _run(schema, train, test, synthetic, config, model)
 
 
@@ -142,7 +139,7 @@ def _fidelity(schema, frames, xs, ys, mask, config) -> dict:
         reason = "not defined per pixel for images: see the detection AUC, utility and the sample grids"
         out["column_shapes"] = {"score": skip(reason)}
         out["column_pair_trends"] = {"score": skip(reason)}
-    out["detection"] = M.detection_auc(xs["train"], xs["synthetic"], seed=config.seed, cap=cap, categorical_mask=mask)
+    out["detection"] = M.detection_auc(xs["train"], xs["synthetic"], seed=config.seed, cap=cap, categorical_mask=mask, threads=config.threads)
     if not config.per_class:
         return out
     per_class = {}
@@ -157,7 +154,8 @@ def _fidelity(schema, frames, xs, ys, mask, config) -> dict:
             else:
                 entry["column_shapes"] = M.column_shapes(fr, fs, schema)["score"]
                 entry["column_pair_trends"] = M.column_pair_trends(fr, fs, schema, edges=edges)["score"]
-        entry["detection"] = M.detection_auc(xs["train"][r], xs["synthetic"][s], seed=config.seed, cap=pc_cap, categorical_mask=mask)
+        entry["detection"] = M.detection_auc(xs["train"][r], xs["synthetic"][s], seed=config.seed, cap=pc_cap, categorical_mask=mask,
+                                            threads=config.threads)
         per_class[str(c)] = entry
     out["per_class"] = per_class
     return out
@@ -166,11 +164,11 @@ def _fidelity(schema, frames, xs, ys, mask, config) -> dict:
 def _utility(schema, xs, ys, mask, config) -> dict:
     parts = {p: (xs[p], ys[p]) for p in xs}
     out = {"tstr_trtr": tstr_trtr(parts["train"], parts["synthetic"], parts["test"], schema=schema, seed=config.seed,
-                                  cap=config.utility_cap, categorical_mask=mask, image_steps=config.image_steps)}
+                                  cap=config.utility_cap, categorical_mask=mask, image_steps=config.image_steps, threads=config.threads)}
     out["sweep"] = augmentation_sweep(parts["train"], parts["synthetic"], parts["test"], schema=schema,
                                       sizes=list(config.sweep_sizes), multipliers=list(config.sweep_multipliers),
                                       seeds=list(config.sweep_seeds), cap=config.utility_cap, categorical_mask=mask,
-                                      image_steps=config.image_steps)
+                                      image_steps=config.image_steps, threads=config.threads)
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from augment.evaluate.data import EvalSchema, skip
+from augment.evaluate.data import EvalSchema, limit_threads, skip
 
 __all__ = [
     "IMAGE_STEPS",
@@ -90,11 +90,12 @@ def _fit_image_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, step
 
 
 def fit_classifier(x: np.ndarray, y: np.ndarray, *, modality: str, n_classes: int, seed: int, categorical_mask=None,
-                   image_steps: int = IMAGE_STEPS):
+                   image_steps: int = IMAGE_STEPS, threads: int = 1):
     """Train the fixed classifier of this modality (see the module docstring)."""
-    if modality == "image":
-        return _fit_image_mlp(x, y, n_classes, seed, image_steps)
-    return _table_model(seed, categorical_mask).fit(x, y)
+    with limit_threads(threads):
+        if modality == "image":
+            return _fit_image_mlp(x, y, n_classes, seed, image_steps)
+        return _table_model(seed, categorical_mask).fit(x, y)
 
 
 def _full_proba(model, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -152,7 +153,7 @@ def _cap(x, y, cap: int, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tstr_trtr(train, synthetic, test, *, schema: EvalSchema, seed: int, cap: int, categorical_mask=None,
-              image_steps: int = IMAGE_STEPS) -> dict:
+              image_steps: int = IMAGE_STEPS, threads: int = 1) -> dict:
     """Train on real (TRTR) and on synthetic (TSTR), each capped at ``cap`` rows, both scored on real test.
 
     ``train`` / ``synthetic`` / ``test`` are (x, y) pairs of model matrices and class indices.
@@ -160,7 +161,7 @@ def tstr_trtr(train, synthetic, test, *, schema: EvalSchema, seed: int, cap: int
     rng = np.random.default_rng(seed)
     k = len(schema.classes)
     fit = lambda x, y: fit_classifier(x, y, modality=schema.modality, n_classes=k, seed=seed, categorical_mask=categorical_mask,
-                                      image_steps=image_steps)
+                                      image_steps=image_steps, threads=threads)
     x_test, y_test = test
     if len(x_test) == 0:
         return skip("the real test set is empty")
@@ -223,7 +224,8 @@ def _synthetic_like(y_real: np.ndarray, y_syn: np.ndarray, multiplier: int, rng)
 
 
 def augmentation_sweep(train, synthetic, test, *, schema: EvalSchema, sizes: list[str], multipliers: list[int],
-                       seeds: list[int], cap: int, categorical_mask=None, image_steps: int = IMAGE_STEPS) -> dict:
+                       seeds: list[int], cap: int, categorical_mask=None, image_steps: int = IMAGE_STEPS,
+                       threads: int = 1) -> dict:
     """Real subsets plus synthetic at each multiplier, scored on the real test set; averaged over seeds.
 
     Each seed draws its own real subset and synthetic rows. A cell whose training set would exceed ``cap``
@@ -248,7 +250,7 @@ def augmentation_sweep(train, synthetic, test, *, schema: EvalSchema, sizes: lis
                     break
                 x, y = np.concatenate([xr[ri], xs[si]]), np.concatenate([yr[ri], ys[si]])
                 model = fit_classifier(x, y, modality=schema.modality, n_classes=k, seed=seed, categorical_mask=categorical_mask,
-                                       image_steps=image_steps)
+                                       image_steps=image_steps, threads=threads)
                 runs.append({**score_classifier(model, xt, yt, schema.classes), "real_rows": int(len(ri)), "synthetic_rows": int(len(si))})
             cell = {"real": size, "synthetic_multiplier": mult}
             if reason:
