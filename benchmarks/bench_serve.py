@@ -243,12 +243,14 @@ def memory_run(server: Server, classes: list[str], seconds: float, clients: int)
     t0 = time.monotonic()
     requests = errors = 0
     i = 0
+    idle: list[tuple[float, float]] = []  # between phases, nothing in flight: what the server keeps
     while time.monotonic() - t0 < seconds:
         rows, fmt = [(100, "json"), (10_000, "arrow"), (10_000, "json"), (100, "arrow")][i % 4]
         lat, err, _, _ = asyncio.run(load(server.base, classes, rows, fmt, clients, min(10.0, seconds - (time.monotonic() - t0)) + 0.01, 10**9, check=False))
         requests += len(lat)
         errors += err
         i += 1
+        idle.append((time.monotonic() - t0, tree_mb(server.proc.pid)))
     samples = sampler.stop()
     mb = [m for _, m in samples]
     k = max(1, len(mb) // 5)
@@ -256,8 +258,22 @@ def memory_run(server: Server, classes: list[str], seconds: float, clients: int)
         "server": server.kind, "seconds": round(time.monotonic() - t0), "requests": requests, "errors": errors,
         "mb_start": round(mb[0], 1), "mb_first_fifth_mean": round(statistics.mean(mb[:k]), 1),
         "mb_last_fifth_mean": round(statistics.mean(mb[-k:]), 1), "mb_max": round(max(mb), 1),
+        "mb_per_min_fit": round(60 * _slope(samples), 2),
+        "idle_mb_first": round(idle[0][1], 1), "idle_mb_last": round(idle[-1][1], 1),
+        "idle_mb_per_min_fit": round(60 * _slope(idle), 2),
         "samples": [(round(t), round(m, 1)) for t, m in samples],
+        "idle_samples": [(round(t), round(m, 1)) for t, m in idle],
     }
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, y) points (0 for fewer than two)."""
+    if len(points) < 2:
+        return 0.0
+    ts, ys = [p[0] for p in points], [p[1] for p in points]
+    mt, my = statistics.mean(ts), statistics.mean(ys)
+    den = sum((t - mt) ** 2 for t in ts)
+    return sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / den if den else 0.0
 
 
 def markdown(cells: list[Cell]) -> str:
@@ -313,7 +329,9 @@ def main() -> None:
                 m = results["memory"]
                 print(f"# memory run ({kind}, {m['seconds']} s, {m['requests']} requests, {m['errors']} errors): "
                       f"start {m['mb_start']} MB, first fifth {m['mb_first_fifth_mean']} MB, last fifth "
-                      f"{m['mb_last_fifth_mean']} MB, max {m['mb_max']} MB", flush=True)
+                      f"{m['mb_last_fifth_mean']} MB, max {m['mb_max']} MB, fitted {m['mb_per_min_fit']} MB/min; "
+                      f"between phases {m['idle_mb_first']} -> {m['idle_mb_last']} MB "
+                      f"({m['idle_mb_per_min_fit']} MB/min)", flush=True)
             results["servers"][kind]["end_mb"] = round(tree_mb(server.proc.pid), 1)
         finally:
             server.stop()
