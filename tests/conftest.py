@@ -62,7 +62,7 @@ def make_digits_table(n: int = 300) -> pa.Table:
     return pa.table({"image": image, "label": pa.array(d.target[:n].astype(np.int64))})
 
 
-TINY = dict(epochs=4, hidden=32, latent_dim=4, batch_size=64, mixture_components=2, time_budget_s=None)
+TINY = dict(epochs=4, hidden=32, latent_dim=4, batch_size=64, mixture_components=2, threads=1)
 
 
 @pytest.fixture(scope="session")

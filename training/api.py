@@ -51,8 +51,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     out = Path(out)
     if out.exists() and not overwrite:  # refuse before spending minutes on training
         raise OutputExistsError(f"output folder {str(out)!r} exists (pass --overwrite to replace it)")
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
     started = time.perf_counter()
 
     codec = Codec.fit(table, label=label, image_shape=image_shape)
@@ -62,7 +61,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     y = np.eye(n_classes, dtype=np.float32)[y_index]  # (N, K)
 
     latent = config.resolved_latent_dim(codec.modality)
-    epochs = config.resolved_epochs(len(x), codec.modality)
+    epochs = config.resolved_epochs(len(x), codec.modality, pixels=int(np.prod(codec.image_shape or (0,))))
     logvar_index = tuple(s.out_start + 1 for s in codec.segments if s.kind == "numeric")
     torch.manual_seed(config.seed)
     model = build_model(codec.modality, codec.input_dim, codec.output_dim, n_classes, latent, config.hidden,

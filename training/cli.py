@@ -104,7 +104,7 @@ def _demo_picture(real, synth_dir: Path, out: Path) -> Path:
 @click.command()
 @click.option("--out", type=click.Path(), default="augment-demo", show_default=True, help="Folder for everything the demo writes.")
 @click.option("--per-class", type=click.IntRange(min=1), default=500, show_default=True, help="Synthetic images per class.")
-@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: from the data size).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @run_command

@@ -27,6 +27,7 @@ class TrainConfig:
     mixture_components: int = 10
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch intra-op threads (None: all cores)
 
     def __post_init__(self) -> None:
         checks = [
@@ -40,6 +41,7 @@ class TrainConfig:
             (0 < self.val_fraction < 0.5, f"validation fraction must be in (0, 0.5), got {self.val_fraction}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.mixture_components >= 1, f"mixture components must be >= 1, got {self.mixture_components}"),
+            (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.device in _DEVICES, f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}"),
         ]
         for ok, message in checks:
@@ -49,12 +51,17 @@ class TrainConfig:
     def resolved_latent_dim(self, modality: str) -> int:
         return self.latent_dim or (16 if modality == "image" else 32)
 
-    def resolved_epochs(self, n_rows: int, modality: str) -> int:
-        """Enough optimizer steps for small data, few passes for large: about 6,000 steps, 10-300 epochs."""
+    def resolved_epochs(self, n_rows: int, modality: str, pixels: int = 0) -> int:
+        """Enough optimizer steps for small data, few passes for large, within 10-300 epochs.
+
+        Tables: about 6,000 steps. Images: a step costs about in proportion to the pixels, so about
+        6,000 * 64 / pixels steps (all of them for 8x8 digits, 600 for 28x28 MNIST), at least 600.
+        """
         if self.epochs is not None:
             return self.epochs
+        steps = 6000 if modality != "image" else max(600, 6000 * 64 // max(1, pixels))
         steps_per_epoch = max(1, n_rows // self.batch_size)
-        return int(min(300, max(10, 6000 // steps_per_epoch)))
+        return int(min(300, max(10, steps // steps_per_epoch)))
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -66,7 +66,7 @@ class ImageCVAE(nn.Module):
     """Two stride-2 convolutions down, two transposed convolutions up, cropped back to (H, W)."""
 
     def __init__(self, shape: tuple[int, int, int], n_classes: int, latent_dim: int, hidden: int = 256,
-                 channels: tuple[int, int] = (32, 64)):
+                 channels: tuple[int, int] = (16, 32)):
         super().__init__()
         c, h, w = shape
         self.shape = shape
