@@ -22,7 +22,8 @@ from augment.plan import Shard
 
 __all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address", "RAY_STARTUP_S"]
 
-RAY_STARTUP_S = 12.0  # measured fixed cost of a local Ray job on this class of machine (benchmarks/bench_generate.py)
+RAY_STARTUP_S = 10.0  # fixed cost of a local Ray job on a 2-core machine (benchmarks/bench_generate.py)
+POOL_WORTH_S = 8.0  # auto: a job estimated longer than this in process runs on a process pool (start-up 1-5 s)
 RAY_RETRIES = 3
 
 
@@ -328,20 +329,21 @@ ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}
 
 def choose_engine(name: str, *, rows: int, rate: float | None, address: str | None, workers: int | None,
                   threads: int | None = None):
-    """``auto``: Ray when an address is given or Ray is already up, or when the job is long enough that the
-    cores Ray adds beyond the local engine's pay for its start-up; else the in-process engine."""
+    """Pick the engine. ``auto``: Ray when an address is given or Ray is already up in this process; else this
+    machine, on one process per core when the job is long enough for the pool to pay back its start-up
+    (``rate``: in-process rows/s, measured by a probe), in process otherwise. On one machine a process pool
+    gives the parallelism Ray would, without Ray's fixed cost; Ray is for clusters."""
     if name not in ("auto", *ENGINES):
         raise AugmentError(f"unknown engine {name!r}; allowed: auto, {', '.join(ENGINES)}")
     if name == "auto":
         import sys
 
         ray_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+        if address or ray_up:
+            return RayEngine(workers, address)
         cores = os.cpu_count() or 1
-        est_local = rows / rate if rate else 0.0
-        # The local engine already uses every core for onnxruntime; Ray adds process parallelism to the codec
-        # and Parquet writing (about cores/2 on top). Worth it once that saves more than its start-up.
-        gain = est_local - est_local / max(1.0, cores / 2)
-        name = "ray" if address or ray_up or (cores >= 4 and gain > 2 * RAY_STARTUP_S) else "local"
+        long_job = rate is not None and rows / rate > POOL_WORTH_S
+        return LocalEngine(workers or (cores if cores > 1 and long_job else None), threads)
     if name == "local":
         if address:
             raise AugmentError("--ray-address needs --engine ray or auto")

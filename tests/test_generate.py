@@ -305,3 +305,30 @@ def test_local_process_pool_same_bytes(table_bundle, source_file, tmp_path):
             import shutil
 
             shutil.rmtree(tmp_path / d)
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_manifest_and_resume_finishes(table_bundle, tmp_path):
+    """A real SIGINT to `augment generate`: exit 130, whole files only, no manifest; --resume gives the same bytes."""
+    import signal
+    import time
+
+    args = ["generate", "--model", str(table_bundle), "--per-class", "150000", "--rows-per-file", "20000",
+            "--engine", "local", "--quiet"]
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "augment.cli", *args, "--out", str(cut)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(cut.glob("*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the job finished before Ctrl-C arrived")
+    assert proc.returncode == 130 and "--resume" in err
+    assert not (cut / "_manifest.json").exists() and not list(cut.glob(".tmp-*"))
+    assert 1 <= len(list(cut.glob("*.parquet"))) < 16
+    r = invoke(*args[1:-1], "--out", cut, "--resume")
+    assert r.exit_code == 0, r.output
+    assert invoke(*args[1:-1], "--out", tmp_path / "full").exit_code == 0
+    assert digests(cut) == digests(tmp_path / "full")
