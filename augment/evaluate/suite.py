@@ -37,7 +37,7 @@ class EvalConfig:
     detection_cap: int = 10_000  # rows per side (tables); images use detection_cap_image
     detection_cap_image: int = 2_000
     detection_cap_per_class: int = 2_000  # rows per side within one class (images: a quarter of it)
-    utility_cap: int = 50_000  # training rows of one utility classifier
+    utility_cap: int = 250_000  # training rows of one utility classifier (and of each sweep cell)
     privacy_cap: int = 5_000  # synthetic and held-out rows whose DCR is measured
     privacy_reference_cap: int = 50_000  # training rows they are compared with
     sweep_sizes: tuple[str, ...] = ("1%", "10%", "100%")
