@@ -261,6 +261,7 @@ def memory_run(server: Server, classes: list[str], seconds: float, clients: int)
         "mb_per_min_fit": round(60 * _slope(samples), 2),
         "idle_mb_first": round(idle[0][1], 1), "idle_mb_last": round(idle[-1][1], 1),
         "idle_mb_per_min_fit": round(60 * _slope(idle), 2),
+        "idle_mb_per_min_after_60s": round(60 * _slope([p for p in idle if p[0] >= 60]), 2),  # past warm-up
         "samples": [(round(t), round(m, 1)) for t, m in samples],
         "idle_samples": [(round(t), round(m, 1)) for t, m in idle],
     }
@@ -331,7 +332,8 @@ def main() -> None:
                       f"start {m['mb_start']} MB, first fifth {m['mb_first_fifth_mean']} MB, last fifth "
                       f"{m['mb_last_fifth_mean']} MB, max {m['mb_max']} MB, fitted {m['mb_per_min_fit']} MB/min; "
                       f"between phases {m['idle_mb_first']} -> {m['idle_mb_last']} MB "
-                      f"({m['idle_mb_per_min_fit']} MB/min)", flush=True)
+                      f"({m['idle_mb_per_min_fit']} MB/min; {m['idle_mb_per_min_after_60s']} MB/min after the first minute)",
+                      flush=True)
             results["servers"][kind]["end_mb"] = round(tree_mb(server.proc.pid), 1)
         finally:
             server.stop()
