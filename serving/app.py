@@ -16,7 +16,7 @@ import hmac
 import logging
 import secrets
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable
 
 import anyio
 import orjson
@@ -25,22 +25,19 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from augment.errors import AugmentError
 from augment.job import JobSpec, plan_job
 from augment.shards import shard_chunks
 from serving import formats
 from serving.limits import BodyLimitMiddleware
+from serving.models import MAX_SEED, SAMPLERS, GenerateRequest, PerturbRequest, RequestError, error_body
 from serving.settings import ServeSettings, read_api_key
 
-__all__ = ["create_app", "GenerateRequest", "PerturbRequest", "generate_table", "perturb_table"]
+__all__ = ["create_app", "generate_table", "perturb_table"]
 
 log = logging.getLogger("augment.serving")
-
-SAMPLERS = ("mixture", "prior")
-MAX_SEED = 2**63 - 1
-Sampler = Literal["mixture", "prior"]
 
 
 # --- what the generator is asked (the same plan and seeds as `augment generate`) ---------------------------
@@ -69,57 +66,6 @@ def _concat(gen: Any, tables: list[pa.Table]) -> pa.Table:
     if not tables:
         return gen.output_schema.empty_table()
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-
-
-# --- request and response models ---------------------------------------------------------------------------
-
-
-class GenerateRequest(BaseModel):
-    """Rows to generate: ``counts`` per class name, or ``n`` rows of one ``class``."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    counts: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
-        default=None, description="rows per class name (class names as strings, e.g. {\"3\": 100})", examples=[{"yes": 100}]
-    )
-    n: int | None = Field(default=None, ge=1, description="rows of one class; give `class` too")
-    class_: str | int | float | bool | None = Field(default=None, alias="class", description="the class for `n`")
-    sampler: Sampler = Field(default="mixture", description="latent sampler: the fitted per-class mixture, or the N(0, T^2 I) prior")
-    temperature: float = Field(default=1.0, gt=0, le=100, allow_inf_nan=False, description="scale of the latent and output noise")
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="random seed; drawn and returned when omitted")
-
-    @model_validator(mode="after")
-    def _one_way_of_counting(self) -> "GenerateRequest":
-        if self.counts is not None and (self.n is not None or self.class_ is not None):
-            raise ValueError("give either counts, or n and class, not both")
-        if self.counts is None and (self.n is None or self.class_ is None):
-            raise ValueError("give counts ({\"<class>\": rows, ...}), or n and class")
-        if self.counts is not None and sum(self.counts.values()) < 1:
-            raise ValueError("counts ask for no rows; ask for at least one")
-        return self
-
-
-class PerturbRequest(BaseModel):
-    """Real rows to perturb (JSON body). A Parquet or Arrow body sends the same options as query parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rows: list[dict[str, Any]] = Field(min_length=1, description="row objects with the bundle's columns, label included")
-    per_example: int = Field(default=1, ge=1, description="perturbed rows per source row")
-    noise: float = Field(default=1.0, ge=0, le=100, allow_inf_nan=False, description="noise in units of the posterior's spread")
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="random seed; drawn and returned when omitted")
-
-
-class RequestError(Exception):
-    """A client error with a status and the field it concerns; rendered like FastAPI's validation errors."""
-
-    def __init__(self, status: int, loc: list, msg: str, type_: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(msg)
-        self.status, self.loc, self.msg, self.type, self.headers = status, loc, msg, type_, headers
-
-
-def _error_body(loc: list, msg: str, type_: str) -> dict:
-    return {"detail": [{"loc": loc, "msg": msg, "type": type_}]}
 
 
 # --- the service state (one per process) --------------------------------------------------------------------
@@ -418,7 +364,7 @@ def _auth_dependency(service: _Service) -> Callable:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(_error_body(exc.loc, exc.msg, exc.type), status_code=exc.status, headers=exc.headers)
+        return JSONResponse(error_body(exc.loc, exc.msg, exc.type), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -433,13 +379,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AugmentError)
     async def augment_error(request: Request, exc: AugmentError) -> JSONResponse:
-        return JSONResponse(_error_body(["body"], str(exc), type(exc).__name__), status_code=422)
+        return JSONResponse(error_body(["body"], str(exc), type(exc).__name__), status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         ref = secrets.token_hex(4)
         log.error("unhandled error [%s] on %s %s", ref, request.method, request.url.path, exc_info=exc)
-        return JSONResponse(_error_body([], f"internal error [{ref}]; the server log has the details", "internal"), status_code=500)
+        return JSONResponse(error_body([], f"internal error [{ref}]; the server log has the details", "internal"), status_code=500)
 
 
 def _version() -> str:
