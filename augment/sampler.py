@@ -44,9 +44,13 @@ class GaussianMixture:
     def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
         k, d = self.means.shape
         comp = np.searchsorted(np.cumsum(self.weights), rng.random(n), side="right").clip(0, k - 1)
-        eps = rng.standard_normal((n, d)) * temperature  # (n, d)
-        z = self.means[comp] + np.einsum("nij,nj->ni", self.cholesky[comp], eps)
-        return z.astype(np.float32)
+        eps = rng.standard_normal((n, d), dtype=np.float32) * np.float32(temperature)  # (n, d)
+        z = np.empty((n, d), np.float32)
+        means, chol_t = self.means.astype(np.float32), self.cholesky.transpose(0, 2, 1).astype(np.float32)
+        for j in range(k):  # one matrix product per component, not a gathered (n, d, d) einsum
+            rows = comp == j
+            z[rows] = means[j] + eps[rows] @ chol_t[j]
+        return z
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log p(z) under the mixture, (n,)."""
