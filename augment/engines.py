@@ -278,7 +278,12 @@ class RayEngine:
             actors = [actor_cls.options(num_cpus=share).remote(str(bundle_path), threads) for _ in range(workers)]
             self.workers = workers
             return self._drive(actors, spec, items, out_dir, on_rows, on_shard, t0)
-        except ray.exceptions.RayError as err:
+        except ray.exceptions.RayTaskError as err:  # the shard's own error (not retried): show it as it is
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, AugmentError):
+                raise cause from None
+            raise AugmentError(f"a shard failed on a Ray worker: {str(cause or err).splitlines()[0]}") from None
+        except ray.exceptions.RayError as err:  # a worker died more often than it may be restarted
             raise AugmentError(f"a Ray worker failed after {RAY_RETRIES} retries: {str(err).splitlines()[0]}") from None
         finally:
             for a in actors:

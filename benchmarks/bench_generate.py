@@ -62,16 +62,22 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
-def _ray_worker_pids() -> list[int]:
+def _worker_pids(driver: int) -> list[int]:
+    """Ray shard actors, and the driver's own child processes (the local engine's process pool)."""
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"ShardActor" in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                continue
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"ShardActor" in f.read():
+                    pids.append(int(entry))
+                    continue
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == driver:
+                    pids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
     return pids
 
 
@@ -89,14 +95,14 @@ def run_generate(args: list[str], out: Path) -> dict:
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
         peak_driver, peak_worker = 0, 0
-        watch_workers = "ray" in args
+        watch_workers = "ray" in args or "--workers" in args
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             peak_driver = max(peak_driver, _peak_rss(proc.pid))
             if watch_workers:
-                for wpid in _ray_worker_pids():
+                for wpid in _worker_pids(proc.pid):
                     peak_worker = max(peak_worker, _peak_rss(wpid))
             time.sleep(0.05)
     wall = time.perf_counter() - t0
@@ -124,20 +130,21 @@ def main() -> None:
     big, img, huge = (100_000, 20_000, 1_000_000) if a.quick else (1_000_000, 200_000, 10_000_000)
     rows: list[tuple[str, str, str, str]] = []  # (what, rows/s, ratio or note, memory)
 
-    dec = {}
+    dec, dec_cpu = {}, {}
     for name, path in (("bank", a.bank), ("mnist", a.mnist)):
         batch, rate, cpu_rate = decoder_alone(path)
-        dec[name] = rate
+        dec[name], dec_cpu[name] = rate, cpu_rate
         rows.append((f"decoder.onnx alone, {name} (best batch {batch})", fmt(rate), "1.00", "",
-                     fmt(cpu_rate)))
+                     f"{fmt(cpu_rate)} (1.00)"))
 
     def e2e(label: str, name: str, args: list[str], sub: str) -> dict:
         r = run_generate(args, scratch / sub)
         rate = r["rows"] / r["wall_s"]
         gen_rate = r["manifest"]["timings"]["rows_per_s"]
         mem = f"driver {r['peak_driver'] / 2**20:,.0f} MiB" + (
-            f", worker {r['peak_worker'] / 2**20:,.0f} MiB" if r["peak_worker"] else "")
-        cpu = "" if "ray" in args else fmt(r["rows"] / r["cpu_s"])
+            f", largest worker {r['peak_worker'] / 2**20:,.0f} MiB" if r["peak_worker"] else "")
+        cpu_rate = r["rows"] / r["cpu_s"]
+        cpu = "" if "ray" in args else f"{fmt(cpu_rate)} ({cpu_rate / dec_cpu[name]:.2f})"
         rows.append((label, f"{fmt(rate)} ({fmt(gen_rate)})", f"{rate / dec[name]:.2f} ({gen_rate / dec[name]:.2f})",
                      mem, cpu))
         shutil.rmtree(scratch / sub, ignore_errors=True)
@@ -162,7 +169,7 @@ def main() -> None:
     rows.append(("Ray fixed cost (2-row job: ray - local)", "", f"{tiny_ray - tiny_local:.1f} s",
                  f"local {tiny_local:.1f} s, ray {tiny_ray:.1f} s", ""))
 
-    head = ("what", "rows/s, start-up incl. (w/o)", "ratio to decoder", "peak RSS", "rows per CPU-s")
+    head = ("what", "rows/s, start-up incl. (w/o)", "ratio to decoder", "peak RSS", "rows per CPU-s (ratio)")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, onnxruntime CPU; load average at the end {load[0]:.1f} / {load[1]:.1f}")
