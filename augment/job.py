@@ -402,7 +402,8 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
         return None
     rate = None
     if engine == "auto" and not ray_address and not workers and (os.cpu_count() or 1) > 1 and total >= AUTO_PROBE_ROWS:
-        rate, _ = probe(gen, spec)  # about half a second: is the job long enough for a process pool?
+        # is the job long enough for a process pool? (a small probe: the driver needs no full-batch arena)
+        rate, _ = probe(gen, spec, rows=1024)
     runner = choose_engine(engine, rows=total, rate=rate, address=ray_address, workers=workers, threads=threads)
     if die_marker:  # tests: a Ray worker dies once mid-shard
         runner.die_marker = die_marker

@@ -332,3 +332,16 @@ def test_ctrl_c_leaves_no_manifest_and_resume_finishes(table_bundle, tmp_path):
     assert r.exit_code == 0, r.output
     assert invoke(*args[1:-1], "--out", tmp_path / "full").exit_code == 0
     assert digests(cut) == digests(tmp_path / "full")
+
+
+def test_auto_engine_choice(monkeypatch):
+    from augment.engines import LocalEngine, RayEngine, choose_engine
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert isinstance(choose_engine("auto", rows=10**6, rate=1e4, address="h:1", workers=None), RayEngine)
+    long_job = choose_engine("auto", rows=10**6, rate=1e4, address=None, workers=None)
+    assert isinstance(long_job, LocalEngine) and long_job.workers == 8
+    assert choose_engine("auto", rows=10**4, rate=1e4, address=None, workers=None).workers is None
+    assert choose_engine("auto", rows=10**6, rate=None, address=None, workers=3).workers == 3
+    with pytest.raises(AugmentError, match="needs --engine ray"):
+        choose_engine("local", rows=1, rate=None, address="h:1", workers=None)

@@ -42,9 +42,11 @@ __all__ = ["generate"]
 @click.option("--rows-per-file", type=int, default=None, help="Rows per Parquet file (default 100,000).")
 @click.option("--keep-consistent", is_flag=True,
               help="Drop rows the bundle's per-class mixture assigns to another class (sample mode tops up).")
-@click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True,
+              help="auto: Ray if --ray-address is given, else this machine (a process pool for long jobs).")
 @click.option("--workers", type=int, default=None,
-              help="Worker processes (local) or Ray actors; default: one per core (local: for 100k+ rows).")
+              help="Worker processes (local) or Ray actors. Default: Ray one per CPU; local in process, or one "
+                   "process per core when auto finds the job long.")
 @click.option("--ray-address", default=None, help="An existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted job in --out (same options).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
