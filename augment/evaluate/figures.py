@@ -32,7 +32,8 @@ def column_scores_figure(shapes: dict) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(cols) + 1.5))
     colors = [REAL if k == "numeric" else SYNTH for _, _, k in cols]
     ax.barh([n for n, _, _ in cols], [s for _, s, _ in cols], color=colors)
-    ax.set_xlim(min([0.5] + [s for _, s, _ in cols]) - 0.02, 1.0)
+    low = min([s for _, s, _ in cols] + [1.0])
+    ax.set_xlim(max(0.0, np.floor((low - 0.02) * 20) / 20), 1.0)  # zoom on the range the scores span
     ax.set_xlabel("score (1 - KS for numeric, 1 - TVD for categorical; 1 = identical)")
     ax.set_ylabel("column")
     ax.set_title(f"Column shapes per column (mean {shapes['score']:.3f})" if isinstance(shapes["score"], float) else "Column shapes")
@@ -56,10 +57,13 @@ def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, 
             if lo == hi:
                 lo, hi = lo - 0.5, hi + 0.5
             bins = np.linspace(lo, hi, 41)
-            ax.hist(np.clip(r, lo, hi), bins=bins, density=True, alpha=0.55, color=REAL, label="real")
+            counts, _, _ = ax.hist(np.clip(r, lo, hi), bins=bins, density=True, alpha=0.55, color=REAL, label="real")
             ax.hist(np.clip(s, lo, hi), bins=bins, density=True, alpha=0.55, color=SYNTH, label="synthetic")
             ax.set_xlabel(f"{name} (1st-99th percentile, ends clipped)")
-            ax.set_ylabel("density")
+            peaked = counts.max() * (bins[1] - bins[0]) > 0.5  # one bin holds most rows (zero-inflated)
+            if peaked:
+                ax.set_yscale("log")  # else the rest of the distribution is invisible
+            ax.set_ylabel("density (log scale)" if peaked else "density")
         else:
             p = real[name].value_counts(normalize=True)
             q = synth[name].value_counts(normalize=True)
@@ -88,14 +92,14 @@ def association_difference_figure(trends: dict, features: list[str]) -> plt.Figu
         d = abs(p["real"] - s) / (2.0 if p["metric"] == "pearson" else 1.0)
         m[a, b] = m[b, a] = d
     size = max(5.0, 0.45 * len(features) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    fig, ax = plt.subplots(figsize=(size + 2.5, size))
     im = ax.imshow(m, cmap="Reds", vmin=0, vmax=max(0.1, float(np.nanmax(m)) if np.isfinite(m).any() else 0.1))
     ax.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(features)), features, fontsize=8)
     ax.set_xlabel("column")
     ax.set_ylabel("column")
     ax.set_title("Association difference |real - synthetic|\n(Pearson r / 2 for numeric pairs, Cramér's V otherwise)")
-    fig.colorbar(im, ax=ax, label="1 - pair score (0 = same association)")
+    fig.colorbar(im, ax=ax, label="difference (1 - pair score)")
     fig.tight_layout()
     return fig
 
