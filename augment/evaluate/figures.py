@@ -127,6 +127,7 @@ def sweep_figure(sweep: dict) -> plt.Figure:
         pts = [(c["synthetic_multiplier"], c[metric]) for c in sweep["cells"] if c["real"] == size and isinstance(c.get(metric), float)]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=f"real subset {size}")
+    ax.set_xticks(sorted({c["synthetic_multiplier"] for c in sweep["cells"]}))
     ax.set_xlabel("synthetic rows added (multiple of the real subset)")
     ax.set_ylabel(f"{metric.replace('_', ' ')} on the real test set")
     ax.set_title("Augmentation sweep: real subset + synthetic")

@@ -154,13 +154,16 @@ def _html(m: dict, title: str) -> str:
     fid = m["fidelity"]
     parts.append("<h2>Fidelity</h2><p>Synthetic rows against the real training rows.</p>")
     if "per_class" in fid:
-        rows = [[c, fv(v.get("column_shapes", "-")), fv(v.get("column_pair_trends", "-")),
-                 fv(v["detection"]["auc"]) if not is_skipped(v["detection"]) else fv(v["detection"])]
-                for c, v in fid["per_class"].items()]
-        parts.append(_table(rows, ["class", "column shapes", "column pair trends", "detection AUC"]))
+        auc = lambda v: fv(v["detection"]["auc"]) if not is_skipped(v["detection"]) else fv(v["detection"])
+        if m["modality"] == "table":
+            rows = [[c, fv(v["column_shapes"]), fv(v["column_pair_trends"]), auc(v)] for c, v in fid["per_class"].items()]
+            parts.append(_table(rows, ["class", "column shapes", "column pair trends", "detection AUC"]))
+        else:
+            parts.append(_table([[c, auc(v)] for c, v in fid["per_class"].items()], ["class", "detection AUC"]))
     parts += [_img(m, "column_shapes.png", "Per-column score"), _img(m, "worst_columns.png", "The columns whose marginals differ most"),
               _img(m, "association_difference.png", "Where pairwise associations differ"),
-              _img(m, "samples.png", "Per-class samples, real vs synthetic"), _img(m, "latent_map.png", "Latent space of the test set"),
+              _img(m, "samples.png", "Per-class samples, real vs synthetic"), _img(m, "latent_map.png", "Latent space of the test set. In a conditional VAE the label is given to the decoder, so the "
+                   "latent code carries style rather than class: overlapping classes are expected here."),
               _img(m, "interpolation.png", "Interpolation strips")]
 
     util = m["utility"]
