@@ -61,11 +61,28 @@ class LocalEngine:
         self.threads_used = self.threads or max(1, cores // self.processes)
         if self.processes <= 1:
             self.threads_used = self.threads or cores
-            return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard)
+            with blas_single_thread():
+                return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard)
         return _run_pool(self.processes, self.threads_used, bundle_path, spec, items, out_dir, on_rows, on_shard)
 
 
 _WORKER: dict = {}
+
+
+def blas_single_thread():
+    """numpy's BLAS on one thread (a context manager; also applied once per worker process).
+
+    onnxruntime has its own threads; an OpenBLAS pool spinning beside them (the mixture sampler's matmuls)
+    halved the rows/s of a process here. Ray workers get OMP_NUM_THREADS=1 from Ray; this does the same for
+    the in-process engine and the pool. threadpoolctl comes with scikit-learn.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn (a dependency) brings it
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _can_spawn() -> bool:
@@ -85,6 +102,7 @@ def _pool_init(bundle_path: str, threads: int, progress, held) -> None:
     from augment.generator import Generator
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops the pool
+    blas_single_thread()  # for the life of the worker
     _WORKER.update(gen=Generator.from_path(bundle_path, threads=threads), progress=progress, held=held)
 
 
@@ -206,6 +224,7 @@ def _shard_actor_class():
         def __init__(self, bundle_path: str, threads: int):
             from augment.generator import Generator
 
+            blas_single_thread()  # for the life of the actor (Ray sets OMP_NUM_THREADS only for whole CPUs)
             self.gen = Generator.from_path(bundle_path, threads=threads)
 
         def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None) -> dict:
