@@ -51,16 +51,20 @@ class TrainConfig:
     def resolved_latent_dim(self, modality: str) -> int:
         return self.latent_dim or (16 if modality == "image" else 32)
 
+    def resolved_batch_size(self, n_rows: int) -> int:
+        """``batch_size``, smaller for small data (at least 16 steps an epoch, batches of at least 32 rows)."""
+        return int(max(2, min(self.batch_size, n_rows, max(32, n_rows // 16))))
+
     def resolved_epochs(self, n_rows: int, modality: str, pixels: int = 0) -> int:
         """Enough optimizer steps for small data, few passes for large, within 10-300 epochs.
 
         Tables: about 6,000 steps. Images: a step costs about in proportion to the pixels, so about
-        6,000 * 64 / pixels steps (all of them for 8x8 digits, 600 for 28x28 MNIST), at least 600.
+        3,000 * 64 / pixels steps (3,000 for 8x8 digits, 600 for 28x28 MNIST), at least 600.
         """
         if self.epochs is not None:
             return self.epochs
-        steps = 6000 if modality != "image" else max(600, 6000 * 64 // max(1, pixels))
-        steps_per_epoch = max(1, n_rows // self.batch_size)
+        steps = 6000 if modality != "image" else max(600, 3000 * 64 // max(1, pixels))
+        steps_per_epoch = max(1, n_rows // self.resolved_batch_size(n_rows))
         return int(min(300, max(10, steps // steps_per_epoch)))
 
     def to_json(self) -> dict:

@@ -84,7 +84,7 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
     recon = ReconstructionLoss(segments).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = xt.shape[0]
-    bs = min(config.batch_size, n)
+    bs = config.resolved_batch_size(n)
     steps = max(1, n // bs)  # drop the ragged last batch: it would add noise and a recompile on GPU
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=epochs * steps, pct_start=0.15)
     warm_epochs = max(1, math.ceil(config.kl_warmup * epochs))
