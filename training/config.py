@@ -59,11 +59,11 @@ class TrainConfig:
         """Enough optimizer steps for small data, few passes for large, within 10-300 epochs.
 
         Tables: about 6,000 steps. Images: a step costs about in proportion to the pixels, so about
-        3,000 * 64 / pixels steps (3,000 for 8x8 digits, 600 for 28x28 MNIST), at least 600.
+        1,000 * 64 / pixels steps (1,000 for 8x8 digits, 600 for 28x28 MNIST), at least 600.
         """
         if self.epochs is not None:
             return self.epochs
-        steps = 6000 if modality != "image" else max(600, 3000 * 64 // max(1, pixels))
+        steps = 6000 if modality != "image" else max(600, 1000 * 64 // max(1, pixels))
         steps_per_epoch = max(1, n_rows // self.resolved_batch_size(n_rows))
         return int(min(300, max(10, steps // steps_per_epoch)))
 
