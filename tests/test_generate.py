@@ -345,3 +345,23 @@ def test_auto_engine_choice(monkeypatch):
     assert choose_engine("auto", rows=10**6, rate=None, address=None, workers=3).workers == 3
     with pytest.raises(AugmentError, match="needs --engine ray"):
         choose_engine("local", rows=1, rate=None, address="h:1", workers=None)
+
+
+def test_keep_consistent_perturb_drops_and_reports(image_bundle, tmp_path):
+    from conftest import make_digits_table
+
+    from augment.generator import Generator
+
+    src = tmp_path / "digits.parquet"
+    pq.write_table(make_digits_table(), src)
+    out = tmp_path / "kc"
+    r = invoke("--model", image_bundle, "--mode", "perturb", "--from", src, "--per-example", 2, "--keep-consistent",
+               "--out", out)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "_manifest.json").read_text())
+    kc = m["keep_consistent"]
+    assert kc["drawn"] == 600 and kc["kept"] == m["rows"] <= 600 and f"{kc['share_kept']:.1%}" in r.output
+    if m["rows"]:
+        gen = Generator.from_path(image_bundle)
+        table = ds.dataset(out, format="parquet").to_table()
+        assert (gen.classify(table) == gen.codec.encode_labels(table)).all()
