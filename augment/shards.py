@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from augment.bundle import sha256_file
 from augment.errors import AugmentError
 from augment.plan import Shard, shard_rng
 
@@ -159,14 +160,6 @@ def parquet_writer(path: str | os.PathLike, schema: pa.Schema) -> pq.ParquetWrit
     return pq.ParquetWriter(where, schema, compression="snappy", use_dictionary=strings or False)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def label_counts(table: pa.Table, label: str | None) -> dict[str, int]:
