@@ -88,6 +88,16 @@ def test_same_seed_same_data_gives_the_same_onnx_outputs(tmp_path, mixed_table, 
     np.testing.assert_array_equal(_decode(table_bundle, z, y), _decode(again.path, z, y))
 
 
+def test_class_balance_changes_what_the_model_learns(tmp_path, mixed_table, table_bundle):
+    balanced = train(mixed_table, label="label", out=tmp_path / "bal", config=TrainConfig(**TINY, class_balance=1.0),
+                     progress=False)
+    z = np.zeros((4, balanced.latent_dim), np.float32)
+    y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    assert np.abs(_decode(table_bundle, z, y) - _decode(balanced.path, z, y)).max() > 1e-4
+    with pytest.raises(ValueError, match="class balance"):
+        TrainConfig(class_balance=1.5)
+
+
 def test_bundle_generates_rows_with_the_real_schema(table_bundle, mixed_table):
     gen = Generator.from_path(table_bundle)
     out = gen.sample(gen.class_index("yes"), 50, np.random.default_rng(0))

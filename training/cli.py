@@ -37,6 +37,8 @@ def _image_shape(ctx, param, value):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--class-balance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Draw batches with weights count(class)**-B: 0 = data proportions, 1 = balanced classes.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: all cores; 1 on a busy machine).")
 @click.option("--time-budget", type=click.FloatRange(min=1), default=None,
               help="Stop early (keeping the best epoch) when training would run past this many seconds.")
@@ -44,7 +46,7 @@ def _image_shape(ctx, param, value):
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
-def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, seed, device, threads, time_budget,
+def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, seed, device, class_balance, threads, time_budget,
           image_shape, overwrite, quiet):
     """Train a CVAE on labeled data and export a pickle-free ONNX bundle.
 
@@ -60,7 +62,7 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     table = read_table(data)
     try:
         config = TrainConfig(epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, hidden=hidden, beta=beta, lr=lr,
-                             seed=seed, device=device, threads=threads, time_budget_s=time_budget)
+                             seed=seed, device=device, class_balance=class_balance, threads=threads, time_budget_s=time_budget)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"training on {table.num_rows:,} rows x {table.num_columns} columns from {data}", err=True)

@@ -25,6 +25,8 @@ class TrainConfig:
     # limit makes the number of epochs, and so the bundle, depend on the machine's load.
     time_budget_s: float | None = None
     mixture_components: int = 10
+    # Batches drawn with weights count(class) ** -class_balance: 0 = the data's proportions, 1 = balanced classes.
+    class_balance: float = 0.0
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads (None: all cores)
@@ -40,6 +42,7 @@ class TrainConfig:
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (0 < self.val_fraction < 0.5, f"validation fraction must be in (0, 0.5), got {self.val_fraction}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (0 <= self.class_balance <= 1, f"class balance must be in [0, 1], got {self.class_balance}"),
             (self.mixture_components >= 1, f"mixture components must be >= 1, got {self.mixture_components}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.device in _DEVICES, f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}"),

@@ -88,6 +88,10 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
     steps = max(1, n // bs)  # drop the ragged last batch: it would add noise and a recompile on GPU
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=epochs * steps, pct_start=0.15)
     warm_epochs = max(1, math.ceil(config.kl_warmup * epochs))
+    weights = None
+    if config.class_balance > 0:  # rarer classes drawn more often, in proportion count ** -class_balance
+        counts = np.bincount(y_index[train_idx])
+        weights = torch.from_numpy(counts[y_index[train_idx]].astype(np.float64) ** -config.class_balance).to(device)
     best = (math.inf, -1, None)
     history: list[dict] = []
     stopped = "epochs"
@@ -96,7 +100,10 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
     for epoch in bar:
         model.train()
         w = kl_weight(epoch, epochs, config.beta, config.kl_warmup)
-        perm = torch.randperm(n, generator=gen, device=device)
+        if weights is None:
+            perm = torch.randperm(n, generator=gen, device=device)
+        else:
+            perm = torch.multinomial(weights, n, replacement=True, generator=gen)
         sum_r = sum_k = 0.0
         for s in range(steps):
             idx = perm[s * bs:(s + 1) * bs]
