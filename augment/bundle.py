@@ -26,6 +26,8 @@ __all__ = ["FORMAT_VERSION", "BUNDLE_FILES", "Bundle", "load_bundle", "write_bun
 FORMAT_VERSION = 1
 BUNDLE_FILES = ("bundle.json", "encoder.onnx", "decoder.onnx")
 ONNX_FILES = ("encoder.onnx", "decoder.onnx")
+_REQUIRED = {"modality": str, "arrow_schema": str, "label": dict, "codec": dict, "latent_dim": int, "sampler": dict,
+             "onnx": dict}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -103,7 +105,11 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             f"bundle {str(root)!r} has format_version {version}; this augment {__version__} reads up to "
             f"{FORMAT_VERSION} (upgrade augment)"
         )
-    recorded = meta.get("onnx", {}).get("files", {})
+    for key, kind in _REQUIRED.items():
+        if not isinstance(meta.get(key), kind):
+            raise BundleError(f"bundle {str(root)!r}: bundle.json lacks {key!r} (or it is not a {kind.__name__}); "
+                              f"the file was edited or written by another tool")
+    recorded = meta["onnx"].get("files", {})
     for name in ONNX_FILES:
         actual = sha256_file(root / name)
         if recorded.get(name) != actual:
@@ -140,9 +146,15 @@ def write_bundle(out: str | os.PathLike, meta: dict, onnx_files: dict[str, bytes
         meta = {**meta, "format_version": FORMAT_VERSION, "augment_version": __version__}
         meta["onnx"] = {**meta.get("onnx", {}), "files": files}
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
+        if out.exists() and not out.is_dir():
+            raise OutputExistsError(f"output {str(out)!r} exists and is not a folder")
+        old = None
+        if out.exists():  # move the old bundle aside first, so a failure never leaves neither
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "bundle")
         os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -226,7 +226,10 @@ class Source:
         have = 0
         for shard in shards:
             while have < shard.units:
-                batch = next(batches)
+                batch = next(batches, None)
+                if batch is None:
+                    raise InputError(f"--from {self.path!r} holds fewer rows than when the job was planned: "
+                                     f"it changed while the job ran")
                 buf.append(batch)
                 have += batch.num_rows
             table = pa.Table.from_batches(buf)

@@ -234,3 +234,20 @@ def test_generation_side_never_imports_torch():
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_bundle_json_without_a_required_key_is_refused(tmp_path, table_bundle):
+    b = _copy_bundle(table_bundle, tmp_path / "b")
+    meta = json.loads((b / "bundle.json").read_text())
+    del meta["codec"]
+    (b / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="lacks 'codec'"):
+        load_bundle(b)
+
+
+def test_overwriting_a_bundle_replaces_it_whole(tmp_path, mixed_table):
+    out = tmp_path / "b"
+    first = train(mixed_table, label="label", out=out, config=TrainConfig(**TINY), progress=False)
+    second = train(mixed_table, label="label", out=out, config=TrainConfig(**TINY, seed=1), overwrite=True, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary or old folder left beside it
+    assert first.sha256 != second.sha256 and load_bundle(out).sha256 == second.sha256

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from augment.errors import AugmentError
 from training.config import TrainConfig
 from training.loss import ReconstructionLoss, kl_divergence, kl_weight
 
@@ -38,7 +39,7 @@ class TrainResult:
 def pick_device(device: str) -> torch.device:
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device (use --device auto|cpu)")
+            raise AugmentError("device 'cuda' was asked for but torch sees no CUDA device (use --device auto|cpu)")
         return torch.device("cuda")
     return torch.device("cpu")
 
