@@ -61,6 +61,13 @@ class JobSpec:
     pairs: int | None = None
     steps: int | None = None
     keep_consistent: bool = False
+    min_distance: float | None = None  # drop rows closer than this to a --reference (training) row
+    reference: str | None = None
+
+    @property
+    def filtered(self) -> bool:
+        """Rows may be dropped after decoding (sample mode then draws more until each shard is full)."""
+        return self.keep_consistent or self.min_distance is not None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,6 +93,10 @@ class JobSpec:
         if self.mode == "interpolate":
             if not self.pairs or self.pairs < 1 or not self.steps or self.steps < 2:
                 raise AugmentError(f"--mode interpolate needs --pairs >= 1 and --steps >= 2, got {self.pairs}, {self.steps}")
+        if self.min_distance is not None and not (self.min_distance >= 0 and math.isfinite(self.min_distance)):
+            raise AugmentError(f"--min-distance must be a number >= 0 or 'auto', got {self.min_distance}")
+        if (self.min_distance is None) != (self.reference is None):
+            raise AugmentError("--min-distance and --reference (the training rows) go together")
         if self.mode == "sample" and not self.counts:
             raise AugmentError("nothing to generate: give --per-class, --class-counts, --class-counts-file, --balance or --rows")
 
@@ -481,5 +492,7 @@ def summary(manifest: dict, out: Path, resumed: int = 0) -> str:
     if resumed:
         line += f"; {resumed} file(s) kept from the interrupted run"
     if manifest.get("keep_consistent"):
-        line += f"; --keep-consistent kept {manifest['keep_consistent']['share_kept']:.1%} of decoded rows"
+        what = " and ".join(n for n, on in (("--keep-consistent", manifest["options"].get("keep_consistent")),
+                                            ("--min-distance", manifest["options"].get("min_distance") is not None)) if on)
+        line += f"; {what} kept {manifest['keep_consistent']['share_kept']:.1%} of decoded rows"
     return line

@@ -152,7 +152,8 @@ def build_manifest(*, job: dict, classes: list, results: list[dict], timings: di
                    "class_index": r["shard"]["class_index"], "shard": r["shard"]["index"],
                    "resumed": bool(r.get("resumed"))} for r in files],
         "keep_consistent": ({"drawn": sum(drawn), "kept": rows, "share_kept": round(rows / max(1, sum(drawn)), 4)}
-                            if job["spec"].get("keep_consistent") else None),
+                            if job["spec"].get("keep_consistent") or job["spec"].get("min_distance") is not None
+                            else None),
         "timings": timings,
         **(extra or {}),
     }

@@ -10,6 +10,7 @@ and renamed into place when complete.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -66,12 +67,31 @@ def chunk_rows(schema: pa.Schema, batch: int = 1) -> int:
 @dataclass
 class ShardStats:
     drawn: int = 0  # rows decoded
-    kept: int = 0  # rows written (differs only with keep_consistent)
+    kept: int = 0  # rows written (differs only with --keep-consistent / --min-distance)
 
 
 def _consistent(gen, table: pa.Table) -> np.ndarray:
     """Rows whose label the bundle's per-class mixture agrees with, judged on the row's own encoding."""
     return np.asarray(gen.classify(table) == gen.codec.encode_labels(table), dtype=bool)
+
+
+@functools.lru_cache(maxsize=2)
+def _privacy_filter(reference: str, label: str | None, threshold: float, image_shape: tuple | None):
+    """The --min-distance filter over the --reference rows, built once per process (each worker loads it)."""
+    from augment.evaluate.privacy import PrivacyFilter
+    from augment.io import read_table
+
+    return PrivacyFilter.fit(read_table(reference), label=label, threshold=threshold, image_shape=image_shape)
+
+
+def _keep_mask(gen, spec: JobSpec, table: pa.Table) -> np.ndarray:
+    mask = np.ones(table.num_rows, dtype=bool)
+    if spec.keep_consistent:
+        mask &= _consistent(gen, table)
+    if spec.min_distance is not None:
+        flt = _privacy_filter(spec.reference, gen.bundle.label_column, float(spec.min_distance), gen.codec.image_shape)
+        mask &= flt.keep_mask(table)
+    return mask
 
 
 def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
@@ -83,7 +103,7 @@ def _raw_chunks(gen, spec: JobSpec, shard: Shard, source: pa.Table | Source | No
                 rng: np.random.Generator, stats: ShardStats) -> Iterator[pa.Table]:
     """Decoded chunks of one shard, before any consistency filter (the shard's rows, or an endless stream)."""
     if spec.mode == "sample":
-        endless = spec.keep_consistent
+        endless = spec.filtered
         batch = max(1, getattr(gen, "batch_size", 1))
         done = 0
         while endless or done < shard.rows:
@@ -128,7 +148,7 @@ def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStat
     rng = shard_rng(spec.seed, shard.class_index, shard.index)
     step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
     raw = _raw_chunks(gen, spec, shard, source, step, rng, stats)
-    if not spec.keep_consistent:
+    if not spec.filtered:
         for chunk in raw:
             stats.drawn += chunk.num_rows
             stats.kept += chunk.num_rows
@@ -136,18 +156,23 @@ def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStat
         return
     exact = spec.mode == "sample"  # sampling tops up to the planned rows; other modes just drop
     for chunk in raw:
-        stats.drawn += chunk.num_rows
-        kept = chunk.filter(pa.array(_consistent(gen, chunk)))
-        if exact:
+        mask = _keep_mask(gen, spec, chunk)
+        kept = chunk.filter(pa.array(mask))
+        consumed = chunk.num_rows
+        if exact and kept.num_rows > shard.rows - stats.kept:
             kept = kept.slice(0, shard.rows - stats.kept)
+            # count as drawn only the rows up to the last one kept, so the share kept is not understated
+            consumed = int(np.flatnonzero(mask)[kept.num_rows - 1]) + 1 if kept.num_rows else 0
+        stats.drawn += consumed
         stats.kept += kept.num_rows
         if kept.num_rows:
             yield kept
         if exact and stats.kept >= shard.rows:
             return
         if exact and stats.drawn > KEEP_CONSISTENT_MAX_DRAWS * max(shard.rows, getattr(gen, "batch_size", 1)):
-            raise AugmentError(f"--keep-consistent kept only {stats.kept} of {stats.drawn} rows of class "
-                               f"{gen.classes[shard.class_index]!r}: lower --temperature or drop --keep-consistent")
+            raise AugmentError(f"the row filters (--keep-consistent / --min-distance) kept only {stats.kept} of "
+                               f"{stats.drawn} rows of class {gen.classes[shard.class_index]!r}: lower --temperature, "
+                               f"lower --min-distance or drop the filter")
 
 
 # ---------------------------------------------------------------- writing shards (decode here, write in a thread)

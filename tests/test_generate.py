@@ -365,3 +365,42 @@ def test_keep_consistent_perturb_drops_and_reports(image_bundle, tmp_path):
         gen = Generator.from_path(image_bundle)
         table = ds.dataset(out, format="parquet").to_table()
         assert (gen.classify(table) == gen.codec.encode_labels(table)).all()
+
+
+# ---------------------------------------------------------------- --min-distance (privacy filter at generation time)
+
+
+def test_min_distance_auto_writes_only_rows_far_enough_from_training(tmp_path, table_bundle, mixed_table):
+    # Setup: the fixture bundle was trained on mixed_table; a second draw of the same generator is the held-out set
+    from augment.evaluate.privacy import PrivacyFilter
+    from conftest import make_mixed_table
+
+    train = tmp_path / "train.parquet"
+    holdout = tmp_path / "holdout.parquet"
+    pq.write_table(mixed_table, train)
+    pq.write_table(make_mixed_table(200, seed=1), holdout)
+    out = tmp_path / "out"
+    # Run
+    result = invoke("--model", table_bundle, "--per-class", 300, "--min-distance", "auto", "--reference", train,
+                    "--holdout", holdout, "--out", out, "--engine", "local")
+    # Assert
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "_manifest.json").read_text())
+    threshold = manifest["options"]["min_distance"]
+    assert threshold > 0 and manifest["options"]["reference"] == str(train.resolve())
+    assert [c["rows"] for c in manifest["rows_per_class"]] == [300, 300]
+    assert 0 < manifest["keep_consistent"]["share_kept"] <= 1
+    written = ds.dataset(out).to_table()
+    flt = PrivacyFilter.fit(mixed_table, label="label", threshold=threshold)
+    assert (flt.distances(written) >= threshold).all()
+
+
+def test_min_distance_bad_input_is_one_line_and_writes_nothing(tmp_path, table_bundle, source_file):
+    for args, message in [
+        (("--min-distance", "0.1"), "--reference"),
+        (("--min-distance", "near", "--reference", source_file), "'near'"),
+        (("--min-distance", "auto", "--reference", source_file), "--holdout"),
+    ]:
+        result = invoke("--model", table_bundle, "--per-class", 10, *args, "--out", tmp_path / "out")
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "out").exists()

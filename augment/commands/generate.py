@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -42,6 +43,11 @@ __all__ = ["generate"]
 @click.option("--rows-per-file", type=int, default=None, help="Rows per Parquet file (default 100,000).")
 @click.option("--keep-consistent", is_flag=True,
               help="Drop rows the bundle's per-class mixture assigns to another class (sample mode tops up).")
+@click.option("--min-distance", default=None,
+              help="Drop rows closer than this to any --reference row (DCR, label ignored); 'auto' = the 5th "
+                   "percentile of --holdout rows' distance to --reference.")
+@click.option("--reference", type=click.Path(), default=None, help="The training rows, for --min-distance.")
+@click.option("--holdout", type=click.Path(), default=None, help="Held-out real rows, for --min-distance auto.")
 @click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True,
               help="auto: Ray if --ray-address is given, else this machine (a process pool for long jobs).")
 @click.option("--workers", type=int, default=None,
@@ -54,7 +60,7 @@ __all__ = ["generate"]
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
-             noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, engine, workers,
+             noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, engine, workers,
              ray_address, resume, overwrite, dry_run, quiet) -> None:
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
@@ -85,10 +91,12 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
         if per_class < 1:
             raise AugmentError(f"--per-class must be a positive integer, got {per_class}")
         counts = {i: per_class for i in range(len(gen.classes))}
+    threshold = _min_distance(gen, min_distance, reference, holdout, seed) if min_distance is not None else None
     spec = JobSpec(mode=mode, counts=tuple(sorted(counts.items())), seed=seed,
                    rows_per_file=rows_per_file or DEFAULT_ROWS_PER_FILE, sampler=sampler, temperature=temperature,
                    source=str(source) if source else None, per_example=per_example, noise=noise, pairs=pairs,
-                   steps=steps, keep_consistent=keep_consistent)
+                   steps=steps, keep_consistent=keep_consistent, min_distance=threshold,
+                   reference=os.path.abspath(reference) if threshold is not None else None)
     from augment.job import run_job
 
     try:
@@ -97,3 +105,36 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
     except KeyboardInterrupt:
         click.echo(f"Interrupted: {out} has no manifest; rerun the same command with --resume to finish it.", err=True)
         sys.exit(130)
+
+
+def _min_distance(gen, value: str, reference: str | None, holdout: str | None, seed: int) -> float:
+    """--min-distance as a number, or calibrated on held-out rows ('auto'); the threshold goes into the spec."""
+    from augment.errors import AugmentError
+    from augment.evaluate.privacy import PrivacyFilter
+    from augment.io import read_table
+
+    if reference is None:
+        raise AugmentError("--min-distance needs --reference, the rows the model was trained on")
+    if value != "auto":
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise AugmentError(f"--min-distance must be a number >= 0 or 'auto', got {value!r}") from None
+        if not threshold >= 0:
+            raise AugmentError(f"--min-distance must be a number >= 0 or 'auto', got {value!r}")
+        try:  # load the reference once here, so a bad file fails before anything is written
+            PrivacyFilter.fit(read_table(reference), label=gen.bundle.label_column, threshold=threshold,
+                              image_shape=gen.codec.image_shape)
+        except ValueError as exc:
+            raise AugmentError(f"--reference {reference!r}: {exc}") from None
+        return threshold
+    if holdout is None:
+        raise AugmentError("--min-distance auto needs --holdout, real rows the model never saw")
+    try:
+        flt = PrivacyFilter.calibrate(read_table(reference), read_table(holdout), label=gen.bundle.label_column,
+                                      seed=seed, image_shape=gen.codec.image_shape)
+    except ValueError as exc:
+        raise AugmentError(f"--min-distance auto: {exc}") from None
+    click.echo(f"--min-distance auto: {flt.threshold:.4g} (the 5th percentile of the held-out rows' distance to "
+               f"the nearest --reference row)", err=True)
+    return flt.threshold
