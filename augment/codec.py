@@ -57,8 +57,7 @@ class LabelSpec:
         return len(self.classes)
 
 
-def _as_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return aio._as_array(col)
+_as_array = aio._as_array  # one Arrow array from a (chunked) column
 
 
 def _is_auto_categorical(t: pa.DataType) -> bool:

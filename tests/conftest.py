@@ -53,13 +53,10 @@ def ray_local():
 
 
 def make_digits_table(n: int = 300) -> pa.Table:
-    """The first ``n`` of scikit-learn's bundled 8x8 digits as fixed_size_list<uint8>[64] + int64 label."""
-    from sklearn.datasets import load_digits
+    """The first ``n`` of scikit-learn's bundled 8x8 digits, as the demo reads them."""
+    from training.cli import digits_table
 
-    d = load_digits()
-    pixels = np.round(d.data[:n] * (255.0 / 16.0)).astype(np.uint8)
-    image = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 64)
-    return pa.table({"image": image, "label": pa.array(d.target[:n].astype(np.int64))})
+    return digits_table().slice(0, n)
 
 
 TINY = dict(epochs=4, hidden=32, latent_dim=4, batch_size=64, mixture_components=2, threads=1)

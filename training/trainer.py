@@ -56,7 +56,7 @@ def split_indices(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.nda
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def _evaluate(model, recon, x, y, beta, batch_size) -> tuple[float, float]:
+def _evaluate(model, recon, x, y, batch_size) -> tuple[float, float]:
     model.eval()
     total_r = total_k = 0.0
     with torch.no_grad():
@@ -120,7 +120,7 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
             sched.step()
             sum_r += r.item()
             sum_k += k.item()
-        vr, vk = _evaluate(model, recon, xv, yv, config.beta, bs)
+        vr, vk = _evaluate(model, recon, xv, yv, bs)
         val = vr + config.beta * vk
         row = {"epoch": epoch + 1, "recon": sum_r / steps, "kl": sum_k / steps, "val_recon": vr, "val_kl": vk, "val": val}
         history.append(row)

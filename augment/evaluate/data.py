@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from augment.errors import InputError, SchemaError
+from augment.io import image_encoding
 
 __all__ = [
     "PROVENANCE_PREFIX",
@@ -162,9 +163,7 @@ def _concat(tables: list[pa.Table], where: Path) -> pa.Table:
 
 # ----------------------------------------------------------------------------------------------- schema
 def _is_image_type(t: pa.DataType) -> bool:
-    if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
-        return pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    return image_encoding(t) is not None  # the codec's notion of an image column
 
 
 def _is_numeric_type(t: pa.DataType) -> bool:
