@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from augment import arrays
 from augment import io as aio
 from augment.columns import COLUMN_KINDS, CategoricalColumn, ImageColumn, NumericColumn, type_from_str, type_to_str
 from augment.errors import ClassNameError, InputError, SchemaError
@@ -239,9 +240,9 @@ class Codec:
         if indices.size and (indices.min() < 0 or indices.max() >= self.label.num_classes):
             raise ClassNameError(f"class index out of range 0..{self.label.num_classes - 1}; classes: {self.label.classes}")
         if pa.types.is_dictionary(t):
-            dictionary = pa.array(self.label.classes, type=t.value_type)
-            return pa.DictionaryArray.from_arrays(pa.array(indices).cast(t.index_type), dictionary, ordered=t.ordered)
-        return pa.array(self.label.classes, type=t).take(pa.array(indices))
+            dictionary = arrays.from_list(self.label.classes, t.value_type)
+            return pa.DictionaryArray.from_arrays(arrays.from_numpy(indices).cast(t.index_type), dictionary, ordered=t.ordered)
+        return arrays.from_list(self.label.classes, t).take(arrays.from_numpy(indices))
 
     # ---- JSON ----------------------------------------------------------------------------------------------
     def to_json(self) -> dict:

@@ -23,7 +23,6 @@ from augment.plan import Shard
 __all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address", "RAY_STARTUP_S"]
 
 RAY_STARTUP_S = 10.0  # fixed cost of a local Ray job on a 2-core machine (benchmarks/bench_generate.py)
-POOL_WORTH_S = 8.0  # auto: a job estimated longer than this in process runs on a process pool (start-up 1-5 s)
 RAY_RETRIES = 3
 
 
@@ -31,16 +30,18 @@ RAY_RETRIES = 3
 class LocalEngine:
     """This machine, no Ray: in this process, or in a pool of ``processes`` spawned worker processes.
 
-    In process (the default), decoding overlaps Parquet writing (a writer thread), but the codec's numpy and
-    the sampler hold the GIL much of the time. ``workers`` > 1 runs shards on that many spawned processes
-    instead, each loading the bundle once and writing whole shards like a Ray actor, for a few seconds of
-    start-up (imports and bundle load) rather than Ray's ten or more. Spawning re-imports the caller's ``__main__``: from a script it must sit
-    behind ``if __name__ == "__main__"``; from stdin or a notebook the job stays in process.
+    In process (the default), ``threads`` decode lanes (one per core) share one-thread onnxruntime sessions and
+    a writer thread writes the files (``augment.shards.write_shards``): no start-up cost beyond loading the
+    bundle. ``workers`` > 1 runs shards on that many spawned processes instead, each loading the bundle once
+    and writing whole shards like a Ray actor, for a second or two of start-up (imports and bundle load); it
+    pays off only for the modes that a process decodes in one lane (perturb, interpolate, row filters).
+    Spawning re-imports the caller's ``__main__``: from a script it must sit behind
+    ``if __name__ == "__main__"``; from stdin or a notebook the job stays in process.
     """
 
     name = "local"
-    workers: int | None = None  # processes (None: chosen from rows and cores)
-    threads: int | None = None  # onnxruntime threads per process (None: cores / processes)
+    workers: int | None = None  # processes (None: 1, this one)
+    threads: int | None = None  # decode lanes per process, each on one core (None: cores / processes)
 
     def describe(self) -> dict:
         return {"name": self.name, "processes": self.processes, "threads": self.threads_used}
@@ -60,9 +61,10 @@ class LocalEngine:
         self.processes = min(self.workers or 1, max(1, shards)) if _can_spawn() else 1
         self.threads_used = self.threads or max(1, cores // self.processes)
         if self.processes <= 1:
-            self.threads_used = self.threads or cores
+            lanes = self.threads_used
             with blas_single_thread():
-                return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard)
+                return write_shards(gen.with_threads(1) if cores > 1 else gen, spec, items, out_dir,
+                                    on_rows=on_rows, on_shard=on_shard, lanes=lanes)
         return _run_pool(self.processes, self.threads_used, bundle_path, spec, items, out_dir, on_rows, on_shard)
 
 
@@ -103,7 +105,7 @@ def _pool_init(bundle_path: str, threads: int, progress, held) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops the pool
     blas_single_thread()  # for the life of the worker
-    _WORKER.update(gen=Generator.from_path(bundle_path, threads=threads), progress=progress, held=held)
+    _WORKER.update(gen=Generator.from_path(bundle_path, threads=1), lanes=threads, progress=progress, held=held)
 
 
 def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict:
@@ -113,7 +115,7 @@ def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict
     source = _WORKER["held"] if source == "held" else source
     progress = _WORKER["progress"]
     return write_shards(_WORKER["gen"], JobSpec.from_json(spec_json), [(Shard.from_json(shard_json), source)],
-                        out_dir, on_rows=progress.put)[0]
+                        out_dir, on_rows=progress.put, lanes=_WORKER["lanes"])[0]
 
 
 def _run_pool(processes: int, threads: int, bundle_path: str, spec, items, out_dir: str, on_rows, on_shard) -> list[dict]:
@@ -225,7 +227,8 @@ def _shard_actor_class():
             from augment.generator import Generator
 
             blas_single_thread()  # for the life of the actor (Ray sets OMP_NUM_THREADS only for whole CPUs)
-            self.gen = Generator.from_path(bundle_path, threads=threads)
+            self.gen = Generator.from_path(bundle_path, threads=1)
+            self.lanes = threads
 
         def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None) -> dict:
             from augment.job import JobSpec
@@ -237,7 +240,8 @@ def _shard_actor_class():
                     os._exit(1)
 
             spec = JobSpec.from_json(spec_json)
-            return write_shards(self.gen, spec, [(Shard.from_json(shard_json), source)], out_dir, on_rows=on_rows)[0]
+            return write_shards(self.gen, spec, [(Shard.from_json(shard_json), source)], out_dir, on_rows=on_rows,
+                                lanes=self.lanes)[0]
 
     return ShardActor
 
@@ -351,12 +355,11 @@ class RayEngine:
 ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}
 
 
-def choose_engine(name: str, *, rows: int, rate: float | None, address: str | None, workers: int | None,
-                  threads: int | None = None):
+def choose_engine(name: str, *, address: str | None, workers: int | None, threads: int | None = None):
     """Pick the engine. ``auto``: Ray when an address is given or Ray is already up in this process; else this
-    machine, on one process per core when the job is long enough for the pool to pay back its start-up
-    (``rate``: in-process rows/s, measured by a probe), in process otherwise. On one machine a process pool
-    gives the parallelism Ray would, without Ray's fixed cost; Ray is for clusters."""
+    machine, in process with one decode lane per core (``--workers N`` for a process pool). Measured on 2 cores
+    (benchmarks/bench_generate.py), in-process lanes match a process pool's rows/s without its start-up, and
+    Ray's fixed cost of about 5-10 s pays off only on a cluster."""
     if name not in ("auto", *ENGINES):
         raise AugmentError(f"unknown engine {name!r}; allowed: auto, {', '.join(ENGINES)}")
     if name == "auto":
@@ -365,9 +368,7 @@ def choose_engine(name: str, *, rows: int, rate: float | None, address: str | No
         ray_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
         if address or ray_up:
             return RayEngine(workers, address)
-        cores = os.cpu_count() or 1
-        long_job = rate is not None and rows / rate > POOL_WORTH_S
-        return LocalEngine(workers or (cores if cores > 1 and long_job else None), threads)
+        return LocalEngine(workers, threads)
     if name == "local":
         if address:
             raise AugmentError("--ray-address needs --engine ray or auto")

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from augment import arrays
 from augment.errors import InputError
 
 __all__ = [
@@ -224,9 +225,9 @@ def array_to_image_column(arr: np.ndarray, like_type: pa.DataType, shape: tuple[
     if enc is None:
         raise InputError(f"type {like_type} is not an image type")
     vt = like_type.value_type
-    values = pa.array(np.ascontiguousarray(arr).reshape(-1).astype(vt.to_pandas_dtype(), copy=False), type=vt)
+    values = arrays.from_numpy(np.ascontiguousarray(arr).reshape(-1).astype(vt.to_pandas_dtype(), copy=False), vt)
     if enc == "fixed_size_list":
         return pa.FixedSizeListArray.from_arrays(values, type=like_type)
     offsets = np.arange(n + 1, dtype=np.int64 if pa.types.is_large_list(like_type) else np.int32) * length
     cls = pa.LargeListArray if pa.types.is_large_list(like_type) else pa.ListArray
-    return cls.from_arrays(pa.array(offsets), values, type=like_type)
+    return cls.from_arrays(arrays.from_numpy(offsets), values, type=like_type)

@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 MODES = ("sample", "perturb", "interpolate")
-AUTO_PROBE_ROWS = 100_000  # smaller jobs run in process without measuring
 SAMPLERS = ("mixture", "prior")
 PROVENANCE = ("augment_mode", "augment_source_row", "augment_source_row_b", "augment_alpha")
 
@@ -414,11 +413,7 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     if dry_run:
         echo(describe_plan(gen, spec, shards, str(out)))
         return None
-    rate = None
-    if engine == "auto" and not ray_address and not workers and (os.cpu_count() or 1) > 1 and total >= AUTO_PROBE_ROWS:
-        # is the job long enough for a process pool? (a small probe: the driver needs no full-batch arena)
-        rate, _ = probe(gen, spec, rows=1024)
-    runner = choose_engine(engine, rows=total, rate=rate, address=ray_address, workers=workers, threads=threads)
+    runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads)
     if die_marker:  # tests: a Ray worker dies once mid-shard
         runner.die_marker = die_marker
     runner.prepare()  # connect to Ray (or fail) before the output folder is touched

@@ -17,6 +17,7 @@ __all__ = [
     "plan_shards",
     "plan_source_shards",
     "shard_rng",
+    "chunk_rng",
     "largest_remainder",
     "DEFAULT_ROWS_PER_FILE",
 ]
@@ -106,7 +107,19 @@ def shard_rng(job_seed: int, class_index: int, shard_index: int) -> np.random.Ge
     size, so ``SeedSequence([s, c, 0])`` equals ``SeedSequence([s, c])`` and a list of words would make
     different shards (or seeds above 2**32) share a stream. Source shards (class -1) get their own key kind.
     """
+    return np.random.Generator(np.random.PCG64(_shard_seed(job_seed, class_index, shard_index)))
+
+
+def chunk_rng(job_seed: int, class_index: int, shard_index: int, chunk_index: int) -> np.random.Generator:
+    """The random stream of one chunk of a sampled shard: the shard's ``chunk_index``-th spawned child.
+
+    Chunks with their own streams can be decoded concurrently (in threads) and still give the same bytes.
+    """
+    return np.random.Generator(np.random.PCG64(_shard_seed(job_seed, class_index, shard_index, (chunk_index,))))
+
+
+def _shard_seed(job_seed: int, class_index: int, shard_index: int, extra: tuple = ()) -> np.random.SeedSequence:
     if job_seed < 0:
         raise ValueError(f"the job seed must be >= 0, got {job_seed}")
     key = (0, class_index, shard_index) if class_index >= 0 else (1, 0, shard_index)
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(job_seed), spawn_key=key)))
+    return np.random.SeedSequence(int(job_seed), spawn_key=key + tuple(extra))

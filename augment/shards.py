@@ -16,6 +16,8 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,9 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from augment import arrays
 from augment.bundle import sha256_file
 from augment.errors import AugmentError
-from augment.plan import Shard, shard_rng
+from augment.plan import Shard, chunk_rng, shard_rng
 
 if TYPE_CHECKING:  # pragma: no cover
     from augment.job import JobSpec, Source
@@ -96,24 +99,23 @@ def _keep_mask(gen, spec: JobSpec, table: pa.Table) -> np.ndarray:
 
 def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
     i = table.schema.get_field_index(name)
-    return table.set_column(i, table.schema.field(i), pa.array(values, type=table.schema.field(i).type))
+    return table.set_column(i, table.schema.field(i), arrays.from_numpy(values, table.schema.field(i).type))
 
 
 def _raw_chunks(gen, spec: JobSpec, shard: Shard, source: pa.Table | Source | None, step: int,
                 rng: np.random.Generator, stats: ShardStats) -> Iterator[pa.Table]:
     """Decoded chunks of one shard, before any consistency filter (the shard's rows, or an endless stream)."""
     if spec.mode == "sample":
-        endless = spec.filtered
+        if not spec.filtered:
+            for k, n in enumerate(sample_chunk_rows(spec, shard, step)):
+                yield sample_chunk(gen, spec, shard, k, n)
+            return
         batch = max(1, getattr(gen, "batch_size", 1))
-        done = 0
-        while endless or done < shard.rows:
-            if endless:  # draw what is still missing (whole batches), so small shards stay cheap
-                missing = max(1, shard.rows - stats.kept)
-                n = min(step, -(-missing // batch) * batch)
-            else:
-                n = min(step, shard.rows - done)
-            yield gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature)
-            done += n
+        k = 0
+        while True:  # an endless stream: draw what is still missing (whole batches), so small shards stay cheap
+            missing = max(1, shard.rows - stats.kept)
+            yield sample_chunk(gen, spec, shard, k, min(step, -(-missing // batch) * batch))
+            k += 1
     elif spec.mode == "perturb" and shard.class_index < 0:  # streamed source slice, per_example rows each
         per = max(1, step // spec.per_example)
         for start in range(0, shard.units, per):
@@ -126,7 +128,7 @@ def _raw_chunks(gen, spec: JobSpec, shard: Shard, source: pa.Table | Source | No
             raise AugmentError(f"--from holds no rows of class {gen.classes[shard.class_index]!r} to perturb")
         for start in range(0, shard.rows, step):
             idx = rows[rng.integers(0, rows.size, size=min(step, shard.rows - start))]
-            out = gen.perturb(source.table.take(pa.array(idx)), 1, spec.noise, rng, temperature=spec.temperature)
+            out = gen.perturb(source.table.take(arrays.from_numpy(idx)), 1, spec.noise, rng, temperature=spec.temperature)
             yield _set_column(out, "augment_source_row", idx)
     else:  # interpolate: pairs drawn at random, both ends of a pair from one class
         by_class = source.class_rows()
@@ -136,10 +138,21 @@ def _raw_chunks(gen, spec: JobSpec, shard: Shard, source: pa.Table | Source | No
             a = rng.integers(0, source.num_rows, size=n)
             pool = [by_class[c] for c in source.labels[a]]
             b = np.array([p[int(u * p.size)] for p, u in zip(pool, rng.random(n))], dtype=np.int64)
-            out = gen.interpolate(source.table.take(pa.array(a)), source.table.take(pa.array(b)), spec.steps, rng,
+            out = gen.interpolate(source.table.take(arrays.from_numpy(a)), source.table.take(arrays.from_numpy(b)), spec.steps, rng,
                                   temperature=spec.temperature)
             out = _set_column(out, "augment_source_row", np.repeat(a, spec.steps))
             yield _set_column(out, "augment_source_row_b", np.repeat(b, spec.steps))
+
+
+def sample_chunk_rows(spec: JobSpec, shard: Shard, step: int) -> list[int]:
+    """Rows of each chunk of a sampled shard (without row filters): ``step`` each, the rest in the last."""
+    return [min(step, shard.rows - start) for start in range(0, shard.rows, step)]
+
+
+def sample_chunk(gen, spec: JobSpec, shard: Shard, k: int, n: int) -> pa.Table:
+    """Chunk ``k`` of a sampled shard: ``n`` rows from the chunk's own stream, so chunks may run in any thread."""
+    rng = chunk_rng(spec.seed, shard.class_index, shard.index, k)
+    return gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature)
 
 
 def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStats | None = None) -> Iterator[pa.Table]:
@@ -157,7 +170,7 @@ def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStat
     exact = spec.mode == "sample"  # sampling tops up to the planned rows; other modes just drop
     for chunk in raw:
         mask = _keep_mask(gen, spec, chunk)
-        kept = chunk.filter(pa.array(mask))
+        kept = chunk.filter(arrays.from_numpy(mask))
         consumed = chunk.num_rows
         if exact and kept.num_rows > shard.rows - stats.kept:
             kept = kept.slice(0, shard.rows - stats.kept)
@@ -262,11 +275,16 @@ class _Writer(threading.Thread):
 
 def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_dir: str | os.PathLike, *,
                  on_rows: Callable[[int], None] | None = None, on_shard: Callable[[dict], None] | None = None,
-                 queue_size: int = 3) -> list[dict]:
-    """Decode each (shard, source) here and write it in a writer thread; returns one result per file.
+                 queue_size: int = 3, lanes: int = 1) -> list[dict]:
+    """Decode each (shard, source) and write it in a writer thread; returns one result per file.
 
-    The queue holds at most ``queue_size`` chunks, so memory stays flat; an interrupt or error removes the
-    temporary file of the shard in progress and re-raises.
+    With ``lanes`` > 1 the chunks of sampled shards (without row filters) are decoded by that many threads, at
+    most ``2 * lanes`` chunks ahead of the writer, and written in plan order: each chunk has its own random
+    stream, so the bytes are those of one lane. onnxruntime, numpy and Arrow release the GIL for the heavy
+    work, so on 2 cores two lanes of one-thread sessions decode about 1.4x as many rows/s as one lane with a
+    two-thread session (benchmarks/bench_generate.py); give ``gen`` one-thread sessions. Other modes decode
+    in this thread. The queue holds at most ``queue_size`` chunks, so memory stays flat; an interrupt or error
+    removes the temporary file of the shard in progress and re-raises.
     """
     label = (getattr(gen, "bundle", None) and gen.bundle.json.get("label", {}).get("column")) or None
     items_q: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -283,16 +301,37 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
             except queue.Full:
                 continue
 
+    pool = ThreadPoolExecutor(lanes, thread_name_prefix="augment-decode") if lanes > 1 else None
+    ahead: deque = deque()  # writer items in plan order; a Future stands for a chunk still being decoded
+
+    def flush(limit: int) -> None:
+        while len(ahead) > limit:
+            item = ahead.popleft()
+            put(("chunk", item.result()) if isinstance(item, Future) else item)
+
     try:
         for shard, source in items:
+            if pool is not None and spec.mode == "sample" and not spec.filtered:
+                ahead.append(("open", shard))
+                step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
+                for k, n in enumerate(sample_chunk_rows(spec, shard, step)):
+                    ahead.append(pool.submit(sample_chunk, gen, spec, shard, k, n))
+                    flush(2 * lanes)
+                ahead.append(("close", ShardStats(drawn=shard.rows, kept=shard.rows)))
+                continue
+            flush(0)
             stats = ShardStats()
             put(("open", shard))
             for chunk in shard_chunks(gen, spec, shard, source, stats):
                 put(("chunk", chunk))
             put(("close", stats))
+        flush(0)
         put(_DONE)
         writer.join()
     except BaseException:
+        for item in ahead:
+            if isinstance(item, Future):
+                item.cancel()
         # Ctrl-C or a decoding error: the writer finishes the shards already fully decoded and removes the
         # temporary file of the one in progress, so what is on disk is whole files only.
         while writer.is_alive():
@@ -303,6 +342,9 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
                 continue
         writer.join()
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if writer.error is not None:
         raise writer.error
     return writer.results

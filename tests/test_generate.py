@@ -146,6 +146,10 @@ class Interrupting:
     def __getattr__(self, name):
         return getattr(self._gen, name)
 
+    def with_threads(self, threads: int) -> "Interrupting":
+        self._gen = self._gen.with_threads(threads)
+        return self
+
     def sample(self, *args, **kwargs):
         self.calls += 1
         if self.calls > self.after:
@@ -159,7 +163,7 @@ def test_interrupted_then_resumed_gives_same_bytes(table_bundle, gen, tmp_path):
     spec = JobSpec(counts=((0, 100), (1, 100)), seed=1, rows_per_file=30)
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        run_job(Interrupting(gen, after=3), spec, out, engine="local", progress=False, echo=lambda s: None)
+        run_job(Interrupting(gen, after=3), spec, out, engine="local", threads=1, progress=False, echo=lambda s: None)
     assert not (out / "_manifest.json").exists() and (out / "_job.json").exists()
     assert not list(out.glob(".tmp-*")) and len(list(out.glob("*.parquet"))) == 3
     (out / ".tmp-class=0001-part=00000.parquet-dead").write_bytes(b"half")  # a hard kill's leftover
@@ -179,7 +183,7 @@ def test_resume_refuses_a_different_job(table_bundle, gen, tmp_path):
     out = tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):
         run_job(Interrupting(gen, after=1), JobSpec(counts=((0, 50),), rows_per_file=20), out, engine="local",
-                progress=False, echo=lambda s: None)
+                threads=1, progress=False, echo=lambda s: None)
     r = invoke("--model", table_bundle, "--class-counts", "no=50", "--rows-per-file", 20, "--seed", 9,
                "--out", out, "--resume")
     assert r.exit_code == 1 and "different job" in r.output and "seed" in r.output
@@ -334,17 +338,33 @@ def test_ctrl_c_leaves_no_manifest_and_resume_finishes(table_bundle, tmp_path):
     assert digests(cut) == digests(tmp_path / "full")
 
 
+def test_decode_lanes_give_the_same_bytes(table_bundle, tmp_path, monkeypatch):
+    """A shard's chunks decoded by 3 threads (each chunk its own random stream) = by one thread, byte for byte."""
+    import augment.shards as shards
+    from augment.generator import Generator
+
+    monkeypatch.setattr(shards, "MAX_CHUNK_ROWS", 64)
+    gen = Generator.from_path(table_bundle, batch_size=16, threads=1)
+    spec = JobSpec(counts=((0, 300), (1, 130)), seed=3, rows_per_file=200)
+    plan = plan_shards(dict(spec.counts), spec.rows_per_file)
+    for lanes in (1, 3):
+        (tmp_path / f"l{lanes}").mkdir()
+        results = shards.write_shards(gen, spec, [(s, None) for s in plan], tmp_path / f"l{lanes}", lanes=lanes)
+        assert sorted(r["rows"] for r in results) == [100, 130, 200]
+    assert digests(tmp_path / "l1") == digests(tmp_path / "l3")
+    assert pq.ParquetFile(tmp_path / "l3" / plan[0].file_name).num_row_groups == 4  # 200 rows in chunks of 64
+
+
 def test_auto_engine_choice(monkeypatch):
     from augment.engines import LocalEngine, RayEngine, choose_engine
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert isinstance(choose_engine("auto", rows=10**6, rate=1e4, address="h:1", workers=None), RayEngine)
-    long_job = choose_engine("auto", rows=10**6, rate=1e4, address=None, workers=None)
-    assert isinstance(long_job, LocalEngine) and long_job.workers == 8
-    assert choose_engine("auto", rows=10**4, rate=1e4, address=None, workers=None).workers is None
-    assert choose_engine("auto", rows=10**6, rate=None, address=None, workers=3).workers == 3
+    assert isinstance(choose_engine("auto", address="h:1", workers=None), RayEngine)
+    in_process = choose_engine("auto", address=None, workers=None)
+    assert isinstance(in_process, LocalEngine) and in_process.workers is None
+    assert choose_engine("auto", address=None, workers=3).workers == 3
     with pytest.raises(AugmentError, match="needs --engine ray"):
-        choose_engine("local", rows=1, rate=None, address="h:1", workers=None)
+        choose_engine("local", address="h:1", workers=None)
 
 
 def test_keep_consistent_perturb_drops_and_reports(image_bundle, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from augment.errors import InputError, SchemaError
-from augment.plan import plan_shards, shard_rng
+from augment.plan import chunk_rng, plan_shards
 from serving import formats
 from serving.app import create_app
 from serving.settings import ServeSettings
@@ -208,7 +208,7 @@ def test_generate_follows_the_shard_plan():
     with client_for(gen) as c:
         rows = c.post("/v1/generate", json={"counts": {"yes": 3, "no": 2}, "seed": 11}).json()["rows"]
     expected = pa.concat_tables(
-        [gen.sample(s.class_index, s.rows, shard_rng(11, s.class_index, s.index)) for s in plan_shards({0: 2, 1: 3})]
+        [gen.sample(s.class_index, s.rows, chunk_rng(11, s.class_index, s.index, 0)) for s in plan_shards({0: 2, 1: 3})]
     )
     assert rows == expected.to_pylist()
 
@@ -482,7 +482,7 @@ def test_real_table_bundle_generate_and_perturb(table_client, table_bundle):
     body = table_client.post("/v1/generate", json={"counts": {"yes": 30, "no": 20}, "seed": 9}).json()
     gen = Generator.from_path(table_bundle, threads=1)
     expected = pa.concat_tables(
-        [gen.sample(s.class_index, s.rows, shard_rng(9, s.class_index, s.index)) for s in plan_shards({0: 20, 1: 30})]
+        [gen.sample(s.class_index, s.rows, chunk_rng(9, s.class_index, s.index, 0)) for s in plan_shards({0: 20, 1: 30})]
     )
     assert body["rows"] == orjson.loads(orjson.dumps(expected.to_pylist()))  # NaN -> null as JSON has it
     r = table_client.post("/v1/generate", json={"counts": {"yes": 30, "no": 20}, "seed": 9}, headers={"accept": PARQUET})

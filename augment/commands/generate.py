@@ -49,10 +49,11 @@ __all__ = ["generate"]
 @click.option("--reference", type=click.Path(), default=None, help="The training rows, for --min-distance.")
 @click.option("--holdout", type=click.Path(), default=None, help="Held-out real rows, for --min-distance auto.")
 @click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True,
-              help="auto: Ray if --ray-address is given, else this machine (a process pool for long jobs).")
+              help="auto: Ray if --ray-address is given (or Ray is up), else this machine, in process.")
 @click.option("--workers", type=int, default=None,
-              help="Worker processes (local) or Ray actors. Default: Ray one per CPU; local in process, or one "
-                   "process per core when auto finds the job long.")
+              help="Worker processes (local) or Ray actors. Default: local in this process; Ray one per CPU.")
+@click.option("--threads", type=int, default=None,
+              help="Decode threads per process, each running onnxruntime on one core. Default: cores / processes.")
 @click.option("--ray-address", default=None, help="An existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted job in --out (same options).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
@@ -61,7 +62,7 @@ __all__ = ["generate"]
 @run_command
 def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
              noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, engine, workers,
-             ray_address, resume, overwrite, dry_run, quiet) -> None:
+             threads, ray_address, resume, overwrite, dry_run, quiet) -> None:
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
     from augment.generator import Generator
@@ -70,6 +71,8 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
 
     if workers is not None and workers < 1:
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
+    if threads is not None and threads < 1:
+        raise click.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
     if seed < 0:
         raise click.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
     if mode != "sample":
@@ -100,7 +103,7 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
     from augment.job import run_job
 
     try:
-        run_job(gen, spec, out, engine=engine, workers=workers, ray_address=ray_address, resume=resume,
+        run_job(gen, spec, out, engine=engine, workers=workers, threads=threads, ray_address=ray_address, resume=resume,
                 overwrite=overwrite, dry_run=dry_run, progress=not quiet, echo=click.echo)
     except KeyboardInterrupt:
         click.echo(f"Interrupted: {out} has no manifest; rerun the same command with --resume to finish it.", err=True)
