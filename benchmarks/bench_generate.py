@@ -7,7 +7,8 @@
 Rows printed:
   - onnxruntime decoder alone, best batch (rows/s), for each bundle;
   - ``augment generate`` end to end as a fresh process (start-up included) for 1M bank rows and 200k MNIST
-    images, local engine and Ray: rows/s and the ratio to the decoder alone;
+    images: in process (one decode lane per core, and ``--threads 1``), a process pool and Ray: rows/s and the
+    ratio to the decoder alone;
   - peak RSS (VmHWM) of the driver and of the largest Ray worker at 1M and 10M bank rows;
   - Ray's fixed cost: a 2-row job on Ray minus the same job in process;
   - rows per CPU-second (driver and its child processes), which a busy machine disturbs less than wall time.
@@ -152,6 +153,8 @@ def main() -> None:
 
     bank = ["--model", a.bank, "--seed", "0"]
     e2e(f"generate {fmt(big)} bank rows, local", "bank", [*bank, "--rows", str(big), "--engine", "local"], "b1")
+    e2e(f"generate {fmt(big)} bank rows, local --threads 1", "bank",
+        [*bank, "--rows", str(big), "--engine", "local", "--threads", "1"], "b1t")
     e2e(f"generate {fmt(big)} bank rows, local --workers 2", "bank",
         [*bank, "--rows", str(big), "--engine", "local", "--workers", "2"], "b1p")
     e2e(f"generate {fmt(big)} bank rows, ray --workers 2", "bank",
