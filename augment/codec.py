@@ -22,9 +22,10 @@ from augment import io as aio
 from augment.columns import COLUMN_KINDS, CategoricalColumn, ImageColumn, NumericColumn, type_from_str, type_to_str
 from augment.errors import ClassNameError, InputError, SchemaError
 
-__all__ = ["Codec", "Segment", "LabelSpec", "CODEC_FORMAT"]
+__all__ = ["Codec", "Segment", "LabelSpec", "CODEC_FORMAT", "MAX_INT_CATEGORIES"]
 
 CODEC_FORMAT = 1
+MAX_INT_CATEGORIES = 32  # an integer column with at most this many distinct values is categorical
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Segment:
     out_start: int
     out_stop: int
     has_nulls: bool
+    spikes: int = 0  # numeric: width of the point-mass categorical part (spikes + "other"), last in and out
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class Codec:
         self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
         segments, i, o = [], 0, 0
         for col in self.columns:
-            segments.append(Segment(col.name, col.kind, i, i + col.in_dim, o, o + col.out_dim, bool(col.has_nulls)))
+            segments.append(Segment(col.name, col.kind, i, i + col.in_dim, o, o + col.out_dim, bool(col.has_nulls),
+                                    int(getattr(col, "spike_dim", 0))))
             i, o = i + col.in_dim, o + col.out_dim
         self.segments: list[Segment] = segments
         self.input_dim, self.output_dim = i, o
@@ -125,18 +128,28 @@ class Codec:
     # ---- fitting -------------------------------------------------------------------------------------------
     @classmethod
     def fit(cls, table: pa.Table, *, label: str | None, image_shape: tuple[int, int, int] | None = None,
-            n_quantiles: int = 1000, max_categories: int = 1000, categorical: list[str] | None = None) -> "Codec":
-        """Fit on the training split. ``categorical`` forces the named (e.g. integer) columns to be categorical."""
+            n_quantiles: int = 1000, max_categories: int = 1000, categorical: list[str] | None = None,
+            numeric: list[str] | None = None, max_int_categories: int = MAX_INT_CATEGORIES) -> "Codec":
+        """Fit on the training split.
+
+        Strings, booleans and dictionaries are categorical; so is an integer column with at most
+        ``max_int_categories`` distinct values (a day of the month, a count of children): its values are often
+        lumpy in ways a smooth numeric model misses (calls cluster on some dates), which a real-vs-synthetic
+        classifier spots at once. ``categorical`` / ``numeric`` force the named columns either way.
+        """
         spec = _fit_label(table, label)
         features = [c for c in table.column_names if c != label]
         if not features:
             raise SchemaError(f"no feature columns besides the label {label!r}; columns: {table.column_names}")
         if table.num_rows < 2:
             raise InputError(f"the table has {table.num_rows} rows; at least 2 are needed")
-        forced = set(categorical or ())
-        unknown = forced - set(features)
-        if unknown:
-            raise SchemaError(f"categorical columns {sorted(unknown)} not found; feature columns: {features}")
+        forced, as_numeric = set(categorical or ()), set(numeric or ())
+        for what, names in (("categorical", forced), ("numeric", as_numeric)):
+            unknown = names - set(features)
+            if unknown:
+                raise SchemaError(f"{what} columns {sorted(unknown)} not found; feature columns: {features}")
+        if forced & as_numeric:
+            raise SchemaError(f"columns {sorted(forced & as_numeric)} are asked to be both categorical and numeric")
         images = [c for c in aio.detect_image_columns(table) if c != label]
         if images:
             others = [c for c in features if c not in images[:1]]
@@ -152,7 +165,11 @@ class Codec:
             t = arr.type
             if name not in forced:
                 _check_not_numeric_text(name, arr)
-            if name in forced or _is_auto_categorical(t):
+            few = (name not in as_numeric and pa.types.is_integer(t)
+                   and pc.count_distinct(arr.drop_null()).as_py() <= max_int_categories)
+            if name in as_numeric and not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
+                raise SchemaError(f"column {name!r} of type {t} cannot be numeric; allowed: integers, floats")
+            if name in forced or _is_auto_categorical(t) or few:
                 if name in forced and not (_is_auto_categorical(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
                     raise SchemaError(f"column {name!r} of type {t} cannot be categorical; allowed: strings, booleans, integers, floats")
                 columns.append(CategoricalColumn.fit(name, arr, max_categories=max_categories))

@@ -26,6 +26,8 @@ def mode_params(codec: Codec, x: np.ndarray) -> np.ndarray:
             p[:, s.out_start + 1] = -20.0
             if s.has_nulls:
                 p[:, s.out_start + 2] = np.where(xi[:, 1] > 0, 20.0, -20.0)
+            if s.spikes:
+                p[:, s.out_stop - s.spikes:s.out_stop] = np.where(xi[:, -s.spikes:] > 0, 20.0, -20.0)
         elif s.kind == "categorical":
             p[:, s.out_start:s.out_stop] = np.where(xi > 0, 20.0, -20.0)
         else:
@@ -92,6 +94,59 @@ def test_null_rate_reproduced():
     assert abs(out.null_count / n - rate) < 0.02
 
 
+def test_point_masses_get_their_own_category():
+    # Setup: pdays-like (-1 for 70%, else spread out), a column with 2 spikes and nulls, a 0/1 column (all spikes)
+    rng = np.random.default_rng(5)
+    n = 4000
+    pdays = np.where(rng.random(n) < 0.7, -1, rng.integers(1, 400, n))
+    small = rng.choice([1, 2, 3, 4, 5, 6, 7, 8], size=n, p=[0.4, 0.25, 0.1, 0.08, 0.06, 0.05, 0.03, 0.03])
+    table = pa.table({"pdays": pdays, "small": pa.array(small.astype(float), mask=rng.random(n) < 0.1),
+                      "bit": rng.integers(0, 2, n), "smooth": rng.normal(size=n)})
+    codec = Codec.fit(table, label=None, numeric=["bit"])  # a 0/1 integer column would be categorical otherwise
+    cols = {c.name: c for c in codec.columns}
+    # Run
+    x = codec.transform(table)
+    back = codec.inverse(mode_params(codec, x), rng, temperature=0.0)
+    again = Codec.from_json(json.loads(json.dumps(codec.to_json())))
+    # Assert: spikes found (at most MAX_SPIKES, by share), the layout carries them, and values come back exactly
+    assert cols["pdays"].spikes == [-1] and cols["smooth"].spikes == []
+    assert cols["small"].spikes == [1.0, 2.0, 3.0, 4.0] and cols["bit"].spikes == [0, 1]
+    seg = {s.name: s for s in codec.segments}
+    assert seg["pdays"].spikes == 2 and seg["small"].spikes == 5 and seg["smooth"].spikes == 0
+    assert seg["small"].in_stop - seg["small"].in_start == 1 + 1 + 5
+    pd_x = x[:, seg["pdays"].in_start:seg["pdays"].in_stop]
+    np.testing.assert_array_equal(pd_x[:, 1], pdays == -1)  # the spike's one-hot
+    np.testing.assert_array_equal(pd_x[:, 2], pdays != -1)  # "other"
+    assert cols["pdays"].quantiles.min() >= 1  # the quantiles cover the other values only
+    assert back.column("pdays").to_pylist() == pdays.tolist() and back.column("bit").to_pylist() == table.column("bit").to_pylist()
+    assert back.column("small").to_pylist() == table.column("small").to_pylist()
+    assert again.to_json() == codec.to_json()
+    # sampling: the spike logits' softmax gives the spike's share
+    params = np.zeros((n, codec.output_dim), np.float32)
+    params[:, seg["pdays"].out_stop - 2] = np.log(0.7 / 0.3)
+    sampled = codec.inverse(params, np.random.default_rng(6)).column("pdays").to_numpy()
+    assert abs((sampled == -1).mean() - 0.7) < 0.03 and (sampled[sampled != -1] >= 1).all()
+
+
+def test_integer_columns_with_few_values_are_categorical_unless_forced():
+    rng = np.random.default_rng(7)
+    table = pa.table({"day": rng.integers(1, 32, 500), "count": rng.integers(0, 200, 500), "f": rng.normal(size=500)})
+    kinds = {c.name: c.kind for c in Codec.fit(table, label=None).columns}
+    assert kinds == {"day": "categorical", "count": "numeric", "f": "numeric"}
+    kinds = {c.name: c.kind for c in Codec.fit(table, label=None, numeric=["day"], categorical=["count"]).columns}
+    assert kinds == {"day": "numeric", "count": "categorical", "f": "numeric"}
+    with pytest.raises(SchemaError, match="both categorical and numeric"):
+        Codec.fit(table, label=None, numeric=["day"], categorical=["day"])
+    with pytest.raises(SchemaError, match="numeric columns"):
+        Codec.fit(table, label=None, numeric=["nope"])
+
+
+def test_bundles_without_spikes_still_load():
+    col = Codec.fit(pa.table({"v": np.random.default_rng(0).normal(size=50)}), label=None).to_json()
+    del col["columns"][0]["spikes"]
+    assert Codec.from_json(col).columns[0].spikes == []
+
+
 def test_categories_kept_and_frequencies_reproduced():
     # Setup
     rng = np.random.default_rng(5)
@@ -127,7 +182,7 @@ def test_constant_and_all_null_columns():
     # Setup
     table = pa.table({"k": pa.array([7] * 10), "nul": pa.nulls(10), "fnul": pa.array([None] * 10, type=pa.float32()),
                       "x": pa.array(np.arange(10.0))})
-    codec = Codec.fit(table, label=None)
+    codec = Codec.fit(table, label=None, numeric=["k"])
     params = np.random.default_rng(0).normal(size=(50, codec.output_dim)).astype(np.float32)
     # Run
     x = codec.transform(table)

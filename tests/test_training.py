@@ -251,3 +251,31 @@ def test_overwriting_a_bundle_replaces_it_whole(tmp_path, mixed_table):
     second = train(mixed_table, label="label", out=out, config=TrainConfig(**TINY, seed=1), overwrite=True, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary or old folder left beside it
     assert first.sha256 != second.sha256 and load_bundle(out).sha256 == second.sha256
+
+
+def test_loss_ignores_the_value_of_point_mass_and_null_rows():
+    """The Gaussian term counts on "other" rows only; the spike category has its own cross-entropy."""
+    import torch
+
+    from augment.codec import Codec
+    from training.loss import ReconstructionLoss
+
+    rng = np.random.default_rng(0)
+    v = np.where(rng.random(400) < 0.6, 0.0, rng.normal(5, 1, 400))
+    table = pa.table({"v": pa.array(v, mask=rng.random(400) < 0.1)})
+    codec = Codec.fit(table, label=None)
+    seg = codec.segments[0]
+    assert seg.spikes == 2 and seg.has_nulls
+    x = torch.from_numpy(codec.transform(table))
+    loss = ReconstructionLoss(codec.segments)
+    params = torch.zeros(len(v), codec.output_dim)
+    moved = params.clone()
+    moved[:, seg.out_start] = 3.0  # a different mean: changes the Gaussian term only
+    delta = (loss(moved, x) - loss(params, x)).numpy()
+    other = x[:, seg.in_stop - 1].numpy() > 0
+    assert np.all(delta[~other] == 0) and np.all(delta[other] != 0)
+    spike_logits = params.clone()
+    spike_logits[:, seg.out_stop - 2] = 2.0  # favour the spike
+    d2 = (loss(spike_logits, x) - loss(params, x)).numpy()
+    is_spike = x[:, seg.in_stop - 2].numpy() > 0
+    assert np.all(d2[is_spike] < 0) and np.all(d2[other] > 0)

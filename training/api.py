@@ -54,7 +54,8 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     started = time.perf_counter()
 
-    codec = Codec.fit(table, label=label, image_shape=image_shape)
+    codec = Codec.fit(table, label=label, image_shape=image_shape, categorical=list(config.categorical),
+                      numeric=list(config.numeric))
     x = codec.transform(table, rng=np.random.default_rng(config.seed))  # (N, input_dim), ties dequantized
     y_index = codec.encode_labels(table)  # (N,)
     n_classes = len(codec.label.classes)

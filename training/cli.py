@@ -42,12 +42,15 @@ def _image_shape(ctx, param, value):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: all cores; 1 on a busy machine).")
 @click.option("--time-budget", type=click.FloatRange(min=1), default=None,
               help="Stop early (keeping the best epoch) when training would run past this many seconds.")
+@click.option("--categorical", default="", help="Comma-separated columns to model as categories (e.g. integer codes).")
+@click.option("--numeric", default="", help="Comma-separated integer columns to keep numeric (by default an integer "
+              "column with at most 32 distinct values is categorical).")
 @click.option("--image-shape", callback=_image_shape, default=None, help="C,H,W of an image column (default: inferred).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, seed, device, class_balance, threads, time_budget,
-          image_shape, overwrite, quiet):
+          categorical, numeric, image_shape, overwrite, quiet):
     """Train a CVAE on labeled data and export a pickle-free ONNX bundle.
 
     \b
@@ -62,7 +65,8 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     table = read_table(data)
     try:
         config = TrainConfig(epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, hidden=hidden, beta=beta, lr=lr,
-                             seed=seed, device=device, class_balance=class_balance, threads=threads, time_budget_s=time_budget)
+                             seed=seed, device=device, class_balance=class_balance, threads=threads, time_budget_s=time_budget,
+                             categorical=_names(categorical), numeric=_names(numeric))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"training on {table.num_rows:,} rows x {table.num_columns} columns from {data}", err=True)
@@ -71,6 +75,10 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     m = bundle.json["training"]["metrics"]
     click.echo(f"wrote {bundle.path} ({m['epochs_run']} epochs, {m['stopped']}, {m['train_wall_s']:.1f} s, "
                f"validation loss {m['val_loss']:.4f}, parity {max(bundle.json['onnx']['parity'][k] for k in ('encoder_max_abs_diff', 'decoder_max_abs_diff')):.1e})")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def digits_table():

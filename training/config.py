@@ -30,8 +30,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads (None: all cores)
+    # Columns forced categorical / numeric (by default integers with at most 32 distinct values are categorical)
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "categorical", tuple(self.categorical))  # lists from JSON or callers
+        object.__setattr__(self, "numeric", tuple(self.numeric))
         checks = [
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
