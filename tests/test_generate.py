@@ -355,6 +355,17 @@ def test_decode_lanes_give_the_same_bytes(table_bundle, tmp_path, monkeypatch):
     assert pq.ParquetFile(tmp_path / "l3" / plan[0].file_name).num_row_groups == 4  # 200 rows in chunks of 64
 
 
+def test_threads_option_same_bytes_and_recorded(table_bundle, tmp_path):
+    args = ["--model", table_bundle, "--per-class", 150, "--rows-per-file", 50, "--seed", 4]
+    for n in (1, 3):
+        r = invoke(*args, "--threads", n, "--out", tmp_path / f"t{n}")
+        assert r.exit_code == 0, r.output
+        assert json.loads((tmp_path / f"t{n}" / "_manifest.json").read_text())["engine"]["threads"] == n
+    assert digests(tmp_path / "t1") == digests(tmp_path / "t3")
+    bad = CliRunner().invoke(cli, ["generate", *map(str, args), "--threads", "0", "--out", str(tmp_path / "t0")])
+    assert bad.exit_code == 2 and "--threads" in bad.output and not (tmp_path / "t0").exists()
+
+
 def test_auto_engine_choice(monkeypatch):
     from augment.engines import LocalEngine, RayEngine, choose_engine
 
