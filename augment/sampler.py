@@ -27,24 +27,43 @@ def sample_prior(n: int, latent_dim: int, rng: np.random.Generator, temperature:
 
 @dataclass(frozen=True)
 class GaussianMixture:
-    """One class's mixture: weights (k,), means (k, d), lower Cholesky factors of the covariances (k, d, d)."""
+    """One class's mixture: weights (k,), means (k, d), and either standard deviations (k, d) of diagonal
+    covariances (``scales``, what ``augment train`` writes) or lower Cholesky factors (k, d, d) of full ones
+    (``cholesky``, bundles written before diagonal mixtures)."""
 
     weights: np.ndarray
     means: np.ndarray
-    cholesky: np.ndarray
+    scales: np.ndarray | None = None
+    cholesky: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if (self.scales is None) == (self.cholesky is None):
+            raise ValueError("a mixture needs either scales (diagonal) or cholesky (full covariances)")
 
     @classmethod
     def from_json(cls, d: dict) -> "GaussianMixture":
         w = np.asarray(d["weights"], dtype=np.float64)
-        return cls(w / w.sum(), np.asarray(d["means"], dtype=np.float64), np.asarray(d["cholesky"], dtype=np.float64))
+        means = np.asarray(d["means"], dtype=np.float64)
+        if "scales" in d:
+            return cls(w / w.sum(), means, scales=np.asarray(d["scales"], dtype=np.float64))
+        return cls(w / w.sum(), means, cholesky=np.asarray(d["cholesky"], dtype=np.float64))
 
     def to_json(self) -> dict:
-        return {"weights": self.weights.tolist(), "means": self.means.tolist(), "cholesky": self.cholesky.tolist()}
+        out = {"weights": self.weights.tolist(), "means": self.means.tolist()}
+        if self.scales is not None:
+            out["scales"] = self.scales.tolist()
+        else:
+            out["cholesky"] = self.cholesky.tolist()
+        return out
 
     def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
         k, d = self.means.shape
         comp = np.searchsorted(np.cumsum(self.weights), rng.random(n), side="right").clip(0, k - 1)
         eps = rng.standard_normal((n, d), dtype=np.float32) * np.float32(temperature)  # (n, d)
+        if self.scales is not None:  # a gather, whatever the number of components
+            eps *= self.scales.astype(np.float32)[comp]
+            eps += self.means.astype(np.float32)[comp]
+            return eps
         z = np.empty((n, d), np.float32)
         means, chol_t = self.means.astype(np.float32), self.cholesky.transpose(0, 2, 1).astype(np.float32)
         for j in range(k):  # one matrix product per component, not a gathered (n, d, d) einsum
@@ -58,9 +77,12 @@ class GaussianMixture:
         k, d = self.means.shape
         out = np.empty((z.shape[0], k))
         for j in range(k):
-            diff = (z - self.means[j]).T  # (d, n)
-            sol = np.linalg.solve(self.cholesky[j], diff)  # L^{-1} (z - m)
-            logdet = 2.0 * np.log(np.abs(np.diag(self.cholesky[j]))).sum()
+            if self.scales is not None:
+                sol = ((z - self.means[j]) / self.scales[j]).T
+                logdet = 2.0 * np.log(self.scales[j]).sum()
+            else:
+                sol = np.linalg.solve(self.cholesky[j], (z - self.means[j]).T)  # L^{-1} (z - m)
+                logdet = 2.0 * np.log(np.abs(np.diag(self.cholesky[j]))).sum()
             out[:, j] = np.log(self.weights[j] + 1e-300) - 0.5 * ((sol**2).sum(0) + logdet + d * np.log(2 * np.pi))
         m = out.max(1, keepdims=True)
         return (m + np.log(np.exp(out - m).sum(1, keepdims=True)))[:, 0]

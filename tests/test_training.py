@@ -181,8 +181,12 @@ def test_help_of_the_group_and_every_subcommand():
 def test_info_prints_classes_and_json(table_bundle):
     code, out = _invoke(["info", str(table_bundle)])
     assert code == 0 and "yes" in out and "balance €" in out
+    assert "job: string  (categorical, " in out and "label: string  (label)" in out and "mixture components" in out
     code, out = _invoke(["info", str(table_bundle), "--json"])
-    assert code == 0 and json.loads(out)["label"]["classes"] == ["no", "yes"]
+    summary = json.loads(out)
+    assert code == 0 and summary["label"]["classes"] == ["no", "yes"]
+    models = {c["name"]: c.get("model") for c in summary["columns"]}
+    assert models["job"] == "categorical" and models["income"] == "numeric" and models["label"] == "label"
 
 
 @pytest.mark.parametrize("make, message", [

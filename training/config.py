@@ -24,7 +24,7 @@ class TrainConfig:
     # Stop early when training would run past this many seconds (None: no limit). Off by default: a wall-clock
     # limit makes the number of epochs, and so the bundle, depend on the machine's load.
     time_budget_s: float | None = None
-    mixture_components: int = 10
+    mixture_components: int = 50  # per class, at most one per 25 rows (diagonal covariances)
     # Batches drawn with weights count(class) ** -class_balance: 0 = the data's proportions, 1 = balanced classes.
     class_balance: float = 0.0
     seed: int = 0

@@ -20,7 +20,7 @@ def summarize(bundle) -> dict:
         "format_version": meta["format_version"],
         "augment_version": meta.get("augment_version"),
         "modality": meta["modality"],
-        "columns": [{"name": f.name, "type": str(f.type)} for f in bundle.schema],
+        "columns": [{"name": f.name, "type": str(f.type), **_model_of(meta, f.name)} for f in bundle.schema],
         "label": meta["label"],
         "latent_dim": meta["latent_dim"],
         "sampler": {"default": meta["sampler"]["default"],
@@ -28,6 +28,28 @@ def summarize(bundle) -> dict:
         "onnx": {"opset": meta["onnx"]["opset"], "files": meta["onnx"]["files"], "parity": meta["onnx"].get("parity")},
         "training": {"config": training.get("config"), "metrics": training.get("metrics"), "source": training.get("source")},
     }
+
+
+def _model_of(meta: dict, name: str) -> dict:
+    """How the codec models a column: its kind, and its categories or point masses ("spikes")."""
+    for col in meta["codec"]["columns"]:
+        if col["name"] == name:
+            out = {"model": col["kind"]}
+            if col["kind"] == "categorical":
+                out["categories"] = len(col["categories"])
+            if col.get("spikes"):
+                out["spikes"] = col["spikes"]
+            return out
+    return {"model": "label"} if name == meta["label"]["column"] else {}
+
+
+def _describe(col: dict) -> str:
+    what = col.get("model", "")
+    if "categories" in col:
+        what += f", {col['categories']} categories"
+    if col.get("spikes"):
+        what += ", point masses at " + ", ".join(map(str, col["spikes"]))
+    return f"  {col['name']}: {col['type']}" + (f"  ({what})" if what else "")
 
 
 @click.command()
@@ -47,13 +69,14 @@ def info(bundle_path, as_json):
     c = s["training"]["config"] or {}
     lines = [
         f"bundle     {s['path']}  (format {s['format_version']}, augment {s['augment_version']}, sha256 {s['bundle_sha256'][:16]})",
-        f"modality   {s['modality']}, latent dim {s['latent_dim']}, sampler {s['sampler']['default']}",
+        f"modality   {s['modality']}, latent dim {s['latent_dim']}, sampler {s['sampler']['default']} "
+        f"({'/'.join(map(str, s['sampler']['mixture_components']))} mixture components per class)",
         f"label      {label['column'] or '(none: unconditional)'}, {len(label['classes'])} classes",
     ]
     width = max(len(str(k)) for k in label["classes"])
     lines += [f"  {str(k):<{width}}  {n:>9,} training rows" for k, n in zip(label["classes"], label["counts"])]
     lines.append("columns")
-    lines += [f"  {col['name']}: {col['type']}" for col in s["columns"]]
+    lines += [_describe(col) for col in s["columns"]]
     if m:
         lines.append(
             f"training   {m.get('rows', 0):,} rows, {m.get('epochs_run')} epochs ({m.get('stopped')}), "

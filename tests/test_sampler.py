@@ -1,0 +1,52 @@
+"""The latent samplers: diagonal (written by augment train) and full-covariance (older bundles) mixtures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from augment.sampler import GaussianMixture, MixtureSampler
+
+
+def two_blobs(**cov) -> GaussianMixture:
+    return GaussianMixture(np.array([0.25, 0.75]), np.array([[-10.0, 0.0], [10.0, 5.0]]), **cov)
+
+
+def test_diagonal_mixture_draws_each_component_with_its_weight_mean_and_scale():
+    mix = two_blobs(scales=np.array([[1.0, 0.1], [2.0, 0.5]]))
+    z = mix.sample(40_000, np.random.default_rng(0))
+    right = z[:, 0] > 0
+    assert z.dtype == np.float32 and abs(right.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(z[right].mean(0), [10.0, 5.0], atol=0.05)
+    np.testing.assert_allclose(z[right].std(0), [2.0, 0.5], rtol=0.03)
+    np.testing.assert_allclose(z[~right].std(0), [1.0, 0.1], rtol=0.03)
+    hot = mix.sample(40_000, np.random.default_rng(1), temperature=0.5)
+    np.testing.assert_allclose(hot[hot[:, 0] > 0].std(0), [1.0, 0.25], rtol=0.03)
+
+
+def test_full_covariance_mixture_of_older_bundles_still_samples():
+    chol = np.array([[[1.0, 0.0], [0.8, 0.6]], [[2.0, 0.0], [0.0, 0.5]]])
+    z = two_blobs(cholesky=chol).sample(40_000, np.random.default_rng(2))
+    left = z[z[:, 0] < 0]
+    np.testing.assert_allclose(np.cov(left.T), chol[0] @ chol[0].T, atol=0.03)
+
+
+def test_log_prob_diagonal_equals_full_with_diagonal_factors_and_json_round_trips():
+    scales = np.array([[1.0, 0.1], [2.0, 0.5]])
+    diag, full = two_blobs(scales=scales), two_blobs(cholesky=np.stack([np.diag(s) for s in scales]))
+    z = np.random.default_rng(3).normal(size=(50, 2)) * 5
+    np.testing.assert_allclose(diag.log_prob(z), full.log_prob(z), rtol=1e-10)
+    for m in (diag, full):
+        back = GaussianMixture.from_json(json.loads(json.dumps(m.to_json())))
+        np.testing.assert_allclose(back.log_prob(z), m.log_prob(z))
+    with pytest.raises(ValueError, match="either scales"):
+        GaussianMixture(np.ones(1), np.zeros((1, 2)))
+
+
+def test_classify_picks_the_class_whose_mixture_holds_the_point():
+    a = {"weights": [1.0], "means": [[-5.0, 0.0]], "scales": [[1.0, 1.0]]}
+    b = {"weights": [1.0], "means": [[5.0, 0.0]], "scales": [[1.0, 1.0]]}
+    sampler = MixtureSampler.from_json({"covariance": "diag", "classes": [a, b]}, [100, 100])
+    assert sampler.classify(np.array([[-4.0, 1.0], [6.0, -1.0], [0.5, 0.0]])).tolist() == [0, 1, 1]
