@@ -283,3 +283,16 @@ def test_loss_ignores_the_value_of_point_mass_and_null_rows():
     d2 = (loss(spike_logits, x) - loss(params, x)).numpy()
     is_spike = x[:, seg.in_stop - 2].numpy() > 0
     assert np.all(d2[is_spike] < 0) and np.all(d2[other] > 0)
+
+
+def test_latent_mixture_is_diagonal_for_tables_and_full_for_images(table_bundle, image_bundle):
+    table_mix = json.loads((table_bundle / "bundle.json").read_text())["sampler"]["mixture"]
+    image_mix = json.loads((image_bundle / "bundle.json").read_text())["sampler"]["mixture"]
+    assert table_mix["covariance"] == "diag" and all("scales" in c for c in table_mix["classes"])
+    assert image_mix["covariance"] == "full" and all("cholesky" in c for c in image_mix["classes"])
+    from training.config import TrainConfig
+
+    assert TrainConfig().resolved_mixture("table") == (50, "diag")
+    assert TrainConfig(mixture_components=3, mixture_covariance="full").resolved_mixture("table") == (3, "full")
+    with pytest.raises(ValueError, match="mixture covariance"):
+        TrainConfig(mixture_covariance="spherical")

@@ -71,7 +71,8 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     model.cpu()
 
     mu, logvar = _encode_all(model, x, y)
-    mixture = fit_class_mixtures(mu, logvar, y_index, n_classes, config.mixture_components, config.seed)
+    components, covariance = config.resolved_mixture(codec.modality)
+    mixture = fit_class_mixtures(mu, logvar, y_index, n_classes, components, config.seed, covariance)
     pick = np.random.default_rng(config.seed).permutation(len(x))[:PARITY_ROWS]
     enc, dec, parity = export_onnx(model, x[pick], y[pick])
 

@@ -24,7 +24,10 @@ class TrainConfig:
     # Stop early when training would run past this many seconds (None: no limit). Off by default: a wall-clock
     # limit makes the number of epochs, and so the bundle, depend on the machine's load.
     time_budget_s: float | None = None
-    mixture_components: int = 50  # per class, at most one per 25 rows (diagonal covariances)
+    # Latent mixture per class, at most one component per 25 rows. None: 50 diagonal for tables, 10 full for
+    # images (training/mixture.py has the measurements).
+    mixture_components: int | None = None
+    mixture_covariance: str | None = None  # diag | full
     # Batches drawn with weights count(class) ** -class_balance: 0 = the data's proportions, 1 = balanced classes.
     class_balance: float = 0.0
     seed: int = 0
@@ -48,13 +51,22 @@ class TrainConfig:
             (0 < self.val_fraction < 0.5, f"validation fraction must be in (0, 0.5), got {self.val_fraction}"),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (0 <= self.class_balance <= 1, f"class balance must be in [0, 1], got {self.class_balance}"),
-            (self.mixture_components >= 1, f"mixture components must be >= 1, got {self.mixture_components}"),
+            (self.mixture_components is None or self.mixture_components >= 1,
+             f"mixture components must be >= 1, got {self.mixture_components}"),
+            (self.mixture_covariance in (None, "diag", "full"),
+             f"mixture covariance must be diag or full, got {self.mixture_covariance!r}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.device in _DEVICES, f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def resolved_mixture(self, modality: str) -> tuple[int, str]:
+        """(components, covariance) of the per-class latent mixture."""
+        image = modality == "image"
+        return (self.mixture_components or (10 if image else 50),
+                self.mixture_covariance or ("full" if image else "diag"))
 
     def resolved_latent_dim(self, modality: str) -> int:
         return self.latent_dim or (16 if modality == "image" else 32)
