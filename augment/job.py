@@ -471,7 +471,19 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     return manifest
 
 
+class _NoBar:
+    """What ``--quiet`` gets: tqdm's interface, nothing drawn, tqdm not imported (30 ms of start-up)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="rows", unit_scale=True, dynamic_ncols=True,
