@@ -41,7 +41,7 @@ class LocalEngine:
 
     name = "local"
     workers: int | None = None  # processes (None: 1, this one)
-    threads: int | None = None  # decode lanes per process, each on one core (None: cores / processes)
+    threads: int | None = None  # cores per process: decode lanes when sampling, else onnxruntime threads
 
     def describe(self) -> dict:
         return {"name": self.name, "processes": self.processes, "threads": self.threads_used}
@@ -61,10 +61,9 @@ class LocalEngine:
         self.processes = min(self.workers or 1, max(1, shards)) if _can_spawn() else 1
         self.threads_used = self.threads or max(1, cores // self.processes)
         if self.processes <= 1:
-            lanes = self.threads_used
             with blas_single_thread():
-                return write_shards(gen.with_threads(1) if cores > 1 else gen, spec, items, out_dir,
-                                    on_rows=on_rows, on_shard=on_shard, lanes=lanes)
+                return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard,
+                                    threads=self.threads_used)
         return _run_pool(self.processes, self.threads_used, bundle_path, spec, items, out_dir, on_rows, on_shard)
 
 
@@ -105,7 +104,7 @@ def _pool_init(bundle_path: str, threads: int, progress, held) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops the pool
     blas_single_thread()  # for the life of the worker
-    _WORKER.update(gen=Generator.from_path(bundle_path, threads=1), lanes=threads, progress=progress, held=held)
+    _WORKER.update(gen=Generator.from_path(bundle_path, threads=threads), threads=threads, progress=progress, held=held)
 
 
 def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict:
@@ -115,7 +114,7 @@ def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict
     source = _WORKER["held"] if source == "held" else source
     progress = _WORKER["progress"]
     return write_shards(_WORKER["gen"], JobSpec.from_json(spec_json), [(Shard.from_json(shard_json), source)],
-                        out_dir, on_rows=progress.put, lanes=_WORKER["lanes"])[0]
+                        out_dir, on_rows=progress.put, threads=_WORKER["threads"])[0]
 
 
 def _run_pool(processes: int, threads: int, bundle_path: str, spec, items, out_dir: str, on_rows, on_shard) -> list[dict]:
@@ -227,8 +226,8 @@ def _shard_actor_class():
             from augment.generator import Generator
 
             blas_single_thread()  # for the life of the actor (Ray sets OMP_NUM_THREADS only for whole CPUs)
-            self.gen = Generator.from_path(bundle_path, threads=1)
-            self.lanes = threads
+            self.gen = Generator.from_path(bundle_path, threads=threads)
+            self.threads = threads
 
         def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None) -> dict:
             from augment.job import JobSpec
@@ -241,7 +240,7 @@ def _shard_actor_class():
 
             spec = JobSpec.from_json(spec_json)
             return write_shards(self.gen, spec, [(Shard.from_json(shard_json), source)], out_dir, on_rows=on_rows,
-                                lanes=self.lanes)[0]
+                                threads=self.threads)[0]
 
     return ShardActor
 

@@ -62,16 +62,25 @@ class Generator:
         self.encoder, info = make_session(bundle.encoder_path, device=device, threads=threads)
         self.decoder, _ = make_session(bundle.decoder_path, device=device, threads=threads)
         self.provider = info.provider
+        self.threads = info.threads  # onnxruntime intra-op threads of both sessions
+        self._rethreaded: dict[int, Generator] = {}
         self.output_schema = pa.schema(list(self.schema) + PROVENANCE_FIELDS)
         self._eye = np.eye(self.n_classes, dtype=np.float32)
 
     def with_threads(self, threads: int) -> "Generator":
-        """This generator with new onnxruntime sessions of ``threads`` threads each (bundle and codec shared)."""
-        other = copy.copy(self)
-        device = "cpu" if self.provider == "CPUExecutionProvider" else "auto"
-        other.encoder, _ = make_session(self.bundle.encoder_path, device=device, threads=threads)
-        other.decoder, _ = make_session(self.bundle.decoder_path, device=device, threads=threads)
-        return other
+        """This generator with onnxruntime sessions of ``threads`` threads each (bundle and codec shared; made
+        once per thread count and kept)."""
+        threads = int(threads)
+        if threads == self.threads:
+            return self
+        if threads not in self._rethreaded:
+            other = copy.copy(self)
+            device = "cpu" if self.provider == "CPUExecutionProvider" else "auto"
+            other.encoder, _ = make_session(self.bundle.encoder_path, device=device, threads=threads)
+            other.decoder, _ = make_session(self.bundle.decoder_path, device=device, threads=threads)
+            other.threads, other._rethreaded = threads, {}
+            self._rethreaded[threads] = other
+        return self._rethreaded[threads]
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, **kwargs) -> "Generator":

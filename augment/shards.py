@@ -278,19 +278,29 @@ class _Writer(threading.Thread):
             self._tmp.unlink(missing_ok=True)
 
 
+def uses_lanes(spec: JobSpec) -> bool:
+    """Whether a job's chunks are independent (sampling without row filters), so threads can decode them."""
+    return spec.mode == "sample" and not spec.filtered
+
+
 def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_dir: str | os.PathLike, *,
                  on_rows: Callable[[int], None] | None = None, on_shard: Callable[[dict], None] | None = None,
-                 queue_size: int = 3, lanes: int = 1) -> list[dict]:
+                 queue_size: int = 3, threads: int | None = None) -> list[dict]:
     """Decode each (shard, source) and write it in a writer thread; returns one result per file.
 
-    With ``lanes`` > 1 the chunks of sampled shards (without row filters) are decoded by that many threads, at
-    most ``2 * lanes`` chunks ahead of the writer, and written in plan order: each chunk has its own random
-    stream, so the bytes are those of one lane. onnxruntime, numpy and Arrow release the GIL for the heavy
-    work, so on 2 cores two lanes of one-thread sessions decode about 1.4x as many rows/s as one lane with a
-    two-thread session (benchmarks/bench_generate.py); give ``gen`` one-thread sessions. Other modes decode
-    in this thread. The queue holds at most ``queue_size`` chunks, so memory stays flat; an interrupt or error
-    removes the temporary file of the shard in progress and re-raises.
+    ``threads`` (None: ``gen`` as it is) is the cores to use. For sampling without row filters they become
+    decode lanes: that many threads, each calling a one-thread onnxruntime session, decode the chunks at most
+    ``2 * threads`` ahead of the writer, which writes them in plan order; each chunk has its own random stream,
+    so the bytes are those of one lane. onnxruntime, numpy and Arrow release the GIL for the heavy work, so on 2
+    cores two lanes decode about 1.6x the rows/s of one (benchmarks/bench_generate.py). Other modes decode in
+    this thread with ``threads``-thread sessions. The queue holds at most ``queue_size`` chunks, so memory stays
+    flat; an interrupt or error removes the temporary file of the shard in progress and re-raises.
     """
+    lanes = 1
+    if threads is not None and threads > 1 and uses_lanes(spec):
+        gen, lanes = gen.with_threads(1), int(threads)
+    elif threads is not None:
+        gen = gen.with_threads(threads)
     label = (getattr(gen, "bundle", None) and gen.bundle.json.get("label", {}).get("column")) or None
     items_q: queue.Queue = queue.Queue(maxsize=queue_size)
     writer = _Writer(Path(out_dir), gen.output_schema, label, items_q, on_rows, on_shard)
@@ -316,7 +326,7 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
 
     try:
         for shard, source in items:
-            if pool is not None and spec.mode == "sample" and not spec.filtered:
+            if pool is not None:  # lanes: sampling without row filters
                 ahead.append(("open", shard))
                 step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
                 for k, n in enumerate(sample_chunk_rows(spec, shard, step)):

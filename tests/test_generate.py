@@ -349,10 +349,40 @@ def test_decode_lanes_give_the_same_bytes(table_bundle, tmp_path, monkeypatch):
     plan = plan_shards(dict(spec.counts), spec.rows_per_file)
     for lanes in (1, 3):
         (tmp_path / f"l{lanes}").mkdir()
-        results = shards.write_shards(gen, spec, [(s, None) for s in plan], tmp_path / f"l{lanes}", lanes=lanes)
+        results = shards.write_shards(gen, spec, [(s, None) for s in plan], tmp_path / f"l{lanes}", threads=lanes)
         assert sorted(r["rows"] for r in results) == [100, 130, 200]
     assert digests(tmp_path / "l1") == digests(tmp_path / "l3")
     assert pq.ParquetFile(tmp_path / "l3" / plan[0].file_name).num_row_groups == 4  # 200 rows in chunks of 64
+
+
+class ThreadSpy:
+    """The real generator, recording the session thread counts asked for."""
+
+    def __init__(self, gen, asked: list):
+        self._gen, self.asked = gen, asked
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def with_threads(self, threads: int) -> "ThreadSpy":
+        self.asked.append(threads)
+        return ThreadSpy(self._gen.with_threads(threads), self.asked)
+
+
+def test_threads_are_lanes_for_sampling_and_session_threads_otherwise(gen, source_file, tmp_path):
+    from augment.shards import write_shards
+
+    shard = plan_shards({0: 20})[0]
+    asked: list = []
+    write_shards(ThreadSpy(gen, asked), JobSpec(counts=((0, 20),)), [(shard, None)], tmp_path, threads=2)
+    assert asked == [1]  # two lanes of one-thread sessions
+    asked.clear()
+    (tmp_path / "p").mkdir()
+    spec = JobSpec(mode="perturb", counts=((0, 20),), source=str(source_file), noise=1.0)
+    src = __import__("augment.job", fromlist=["x"])._load_source(spec, gen)
+    write_shards(ThreadSpy(gen, asked), spec, [(shard, src)], tmp_path / "p", threads=2)
+    assert asked == [2]  # one lane, onnxruntime on both cores
+    assert gen.with_threads(1) is gen.with_threads(1)  # sessions made once per thread count
 
 
 def test_threads_option_same_bytes_and_recorded(table_bundle, tmp_path):
