@@ -24,6 +24,7 @@ __all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_ad
 
 RAY_STARTUP_S = 10.0  # fixed cost of a local Ray job on a 2-core machine (benchmarks/bench_generate.py)
 RAY_RETRIES = 3
+PROGRESS_POLL_S = 0.25  # how often the driver asks Ray workers how many rows they have written
 
 
 @dataclass
@@ -229,20 +230,47 @@ def _shard_actor_class():
             self.gen = Generator.from_path(bundle_path, threads=threads)
             self.threads = threads
 
-        def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None) -> dict:
+        def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None,
+                progress=None) -> dict:
             from augment.job import JobSpec
             from augment.shards import write_shards
 
-            def on_rows(_: int) -> None:  # test hook: die once, mid-shard, with a half-written file on disk
-                if die_marker and not os.path.exists(die_marker):
+            shard = Shard.from_json(shard_json)
+            written = 0
+
+            def on_rows(n: int) -> None:
+                nonlocal written
+                written += n
+                if progress is not None:  # fire and forget: the rows of this shard so far
+                    progress.report.remote(shard.file_name, written)
+                if die_marker and not os.path.exists(die_marker):  # test hook: die once, mid-shard
                     open(die_marker, "w").close()
                     os._exit(1)
 
             spec = JobSpec.from_json(spec_json)
-            return write_shards(self.gen, spec, [(Shard.from_json(shard_json), source)], out_dir, on_rows=on_rows,
-                                threads=self.threads)[0]
+            return write_shards(self.gen, spec, [(shard, source)], out_dir, on_rows=on_rows, threads=self.threads)[0]
 
     return ShardActor
+
+
+def _progress_actor_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Progress:
+        """Rows written so far per shard file, as workers report them after each chunk. A shard rerun after a
+        worker died reports from zero again; keeping the largest figure per file counts its rows once."""
+
+        def __init__(self):
+            self.rows: dict[str, int] = {}
+
+        def report(self, key: str, rows: int) -> None:
+            self.rows[key] = max(self.rows.get(key, 0), rows)
+
+        def total(self) -> int:
+            return sum(self.rows.values())
+
+    return Progress
 
 
 @dataclass
@@ -320,9 +348,18 @@ class RayEngine:
         load = [0] * len(actors)
         results: list[dict] = []
         shared_refs: dict[int, object] = {}  # a held source (random draws) is put once, not once per shard
+        progress = _progress_actor_class().remote()  # rows per chunk, so the bar moves within shards
+        shown = 0
+
+        def show(total: int) -> None:
+            nonlocal shown
+            if total > shown:
+                on_rows(total - shown)
+                shown = total
 
         def collect(block: bool) -> None:
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=None if block else 0)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_POLL_S if block else 0)
+            show(ray.get(progress.total.remote()))
             for ref in ready:
                 i, rows = in_flight.pop(ref)
                 load[i] -= 1
@@ -330,24 +367,27 @@ class RayEngine:
                 if self.startup_s is None:
                     self.startup_s = time.perf_counter() - t0 - result["seconds"]
                 results.append(result)
-                on_rows(result["rows"])
                 on_shard(result)
 
-        for shard, source in items:
-            while min(load) >= 2:
+        try:
+            for shard, source in items:
+                while min(load) >= 2:
+                    collect(block=True)
+                if source is None or isinstance(source, pa.Table):  # nothing, or this shard's slice of a stream
+                    ref = None if source is None else ray.put(source)
+                else:
+                    if id(source) not in shared_refs:
+                        shared_refs[id(source)] = ray.put(source)
+                    ref = shared_refs[id(source)]
+                i = load.index(min(load))
+                obj = actors[i].run.remote(spec_json, shard.to_json(), ref, str(out_dir), self.die_marker, progress)
+                in_flight[obj] = (i, shard.rows)
+                load[i] += 1
+            while in_flight:
                 collect(block=True)
-            if source is None or isinstance(source, pa.Table):  # nothing, or this shard's slice of a stream
-                ref = None if source is None else ray.put(source)
-            else:
-                if id(source) not in shared_refs:
-                    shared_refs[id(source)] = ray.put(source)
-                ref = shared_refs[id(source)]
-            i = load.index(min(load))
-            obj = actors[i].run.remote(spec_json, shard.to_json(), ref, str(out_dir), self.die_marker)
-            in_flight[obj] = (i, shard.rows)
-            load[i] += 1
-        while in_flight:
-            collect(block=True)
+            show(sum(r["rows"] for r in results))  # the last reports may still be on their way
+        finally:
+            ray.kill(progress)
         return results
 
 

@@ -37,9 +37,28 @@ def test_ray_one_and_two_workers_match_local_and_read_as_dataset(ray_local, tabl
     assert data.count() == 140 and "augment_mode" in data.schema().names
 
 
-def test_ray_worker_dies_mid_shard_is_retried(ray_local, table_bundle, source_file_factory, tmp_path):
+class Bar:
+    """Stands in for the progress bar: records each update."""
+
+    updates: list = []
+
+    def __init__(self, total, initial, enabled):
+        Bar.updates = []
+
+    def update(self, n):
+        Bar.updates.append(n)
+
+    def close(self):
+        pass
+
+
+def test_ray_worker_dies_mid_shard_is_retried(ray_local, table_bundle, source_file_factory, tmp_path, monkeypatch):
+    """Also: the progress the workers report after each chunk adds up to the rows, the rerun shard counted once."""
+    import augment.job
     from augment.generator import Generator
     from augment.job import JobSpec, run_job
+
+    monkeypatch.setattr(augment.job, "_progress_bar", Bar)
 
     gen = Generator.from_path(table_bundle)
     src = source_file_factory(tmp_path)
@@ -50,6 +69,7 @@ def test_ray_worker_dies_mid_shard_is_retried(ray_local, table_bundle, source_fi
                 die_marker=str(marker))
     assert marker.exists()  # a worker really died mid-shard
     assert m["rows"] == local["rows"] == 800
+    assert sum(Bar.updates) == 800 and all(n > 0 for n in Bar.updates)
     assert digests(tmp_path / "ray") == digests(tmp_path / "local")
     assert not list((tmp_path / "ray").glob(".tmp-*"))
 
