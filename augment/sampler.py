@@ -64,11 +64,15 @@ class GaussianMixture:
             eps *= self.scales.astype(np.float32)[comp]
             eps += self.means.astype(np.float32)[comp]
             return eps
+        # One matrix product per component on a contiguous block of the (i.i.d.) draws, written to the rows of
+        # that component: no per-component mask over all rows, no gathered (n, d, d) einsum.
         z = np.empty((n, d), np.float32)
         means, chol_t = self.means.astype(np.float32), self.cholesky.transpose(0, 2, 1).astype(np.float32)
-        for j in range(k):  # one matrix product per component, not a gathered (n, d, d) einsum
-            rows = comp == j
-            z[rows] = means[j] + eps[rows] @ chol_t[j]
+        order = np.argsort(comp, kind="stable")
+        bounds = np.searchsorted(comp[order], np.arange(k + 1))
+        for j in np.flatnonzero(np.diff(bounds)):
+            a, b = bounds[j], bounds[j + 1]
+            z[order[a:b]] = eps[a:b] @ chol_t[j] + means[j]
         return z
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:

@@ -285,14 +285,24 @@ def test_loss_ignores_the_value_of_point_mass_and_null_rows():
     assert np.all(d2[is_spike] < 0) and np.all(d2[other] > 0)
 
 
-def test_latent_mixture_is_diagonal_for_tables_and_full_for_images(table_bundle, image_bundle):
-    table_mix = json.loads((table_bundle / "bundle.json").read_text())["sampler"]["mixture"]
-    image_mix = json.loads((image_bundle / "bundle.json").read_text())["sampler"]["mixture"]
-    assert table_mix["covariance"] == "diag" and all("scales" in c for c in table_mix["classes"])
-    assert image_mix["covariance"] == "full" and all("cholesky" in c for c in image_mix["classes"])
+def test_latent_mixture_defaults_by_modality_and_overrides(table_bundle, image_bundle):
+    for bundle in (table_bundle, image_bundle):
+        mix = json.loads((bundle / "bundle.json").read_text())["sampler"]["mixture"]
+        assert mix["covariance"] == "full" and all("cholesky" in c for c in mix["classes"])
     from training.config import TrainConfig
+    from training.mixture import fit_class_mixtures
 
-    assert TrainConfig().resolved_mixture("table") == (50, "diag")
-    assert TrainConfig(mixture_components=3, mixture_covariance="full").resolved_mixture("table") == (3, "full")
+    assert TrainConfig().resolved_mixture("table") == (50, "full", "means")
+    assert TrainConfig().resolved_mixture("image") == (10, "full", "samples")
+    assert TrainConfig(mixture_components=3, mixture_covariance="diag").resolved_mixture("table") == (3, "diag", "means")
     with pytest.raises(ValueError, match="mixture covariance"):
         TrainConfig(mixture_covariance="spherical")
+    with pytest.raises(ValueError, match="mixture fit"):
+        TrainConfig(mixture_fit="modes")
+    # fitted to the means, a class whose rows sit on two points gets two tight components there
+    rng = np.random.default_rng(0)
+    mu = np.concatenate([np.full((100, 2), -3.0), np.full((100, 2), 3.0)]) + rng.normal(0, 0.01, (200, 2))
+    logvar = np.zeros((200, 2))  # posterior std 1: draws would blur the two points into one cloud
+    mix = fit_class_mixtures(mu, logvar, np.zeros(200, int), 1, 2, 0, "full", "means")["classes"][0]
+    assert sorted(round(m[0]) for m in mix["means"]) == [-3, 3]
+    assert max(abs(v) for c in mix["cholesky"] for row in c for v in row) < 0.05

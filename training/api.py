@@ -71,8 +71,8 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     model.cpu()
 
     mu, logvar = _encode_all(model, x, y)
-    components, covariance = config.resolved_mixture(codec.modality)
-    mixture = fit_class_mixtures(mu, logvar, y_index, n_classes, components, config.seed, covariance)
+    components, covariance, fit_on = config.resolved_mixture(codec.modality)
+    mixture = fit_class_mixtures(mu, logvar, y_index, n_classes, components, config.seed, covariance, fit_on)
     pick = np.random.default_rng(config.seed).permutation(len(x))[:PARITY_ROWS]
     enc, dec, parity = export_onnx(model, x[pick], y[pick])
 

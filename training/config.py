@@ -24,10 +24,11 @@ class TrainConfig:
     # Stop early when training would run past this many seconds (None: no limit). Off by default: a wall-clock
     # limit makes the number of epochs, and so the bundle, depend on the machine's load.
     time_budget_s: float | None = None
-    # Latent mixture per class, at most one component per 25 rows. None: 50 diagonal for tables, 10 full for
-    # images (training/mixture.py has the measurements).
+    # Latent mixture per class, at most one component per 25 rows. None: tables 50 full components fitted to
+    # the posterior means, images 10 full ones fitted to posterior draws (training/mixture.py: measurements).
     mixture_components: int | None = None
     mixture_covariance: str | None = None  # diag | full
+    mixture_fit: str | None = None  # samples (posterior draws) | means (posterior means)
     # Batches drawn with weights count(class) ** -class_balance: 0 = the data's proportions, 1 = balanced classes.
     class_balance: float = 0.0
     seed: int = 0
@@ -55,6 +56,8 @@ class TrainConfig:
              f"mixture components must be >= 1, got {self.mixture_components}"),
             (self.mixture_covariance in (None, "diag", "full"),
              f"mixture covariance must be diag or full, got {self.mixture_covariance!r}"),
+            (self.mixture_fit in (None, "samples", "means"),
+             f"mixture fit must be samples or means, got {self.mixture_fit!r}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.device in _DEVICES, f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}"),
         ]
@@ -62,11 +65,11 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
-    def resolved_mixture(self, modality: str) -> tuple[int, str]:
-        """(components, covariance) of the per-class latent mixture."""
+    def resolved_mixture(self, modality: str) -> tuple[int, str, str]:
+        """(components, covariance, fitted on) of the per-class latent mixture."""
         image = modality == "image"
-        return (self.mixture_components or (10 if image else 50),
-                self.mixture_covariance or ("full" if image else "diag"))
+        return (self.mixture_components or (10 if image else 50), self.mixture_covariance or "full",
+                self.mixture_fit or ("samples" if image else "means"))
 
     def resolved_latent_dim(self, modality: str) -> int:
         return self.latent_dim or (16 if modality == "image" else 32)
