@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 __all__ = ["fit_class_mixtures"]
 
@@ -47,8 +48,13 @@ def fit_class_mixtures(mu: np.ndarray, logvar: np.ndarray, y_index: np.ndarray, 
             s = np.repeat(np.exp(0.5 * logvar[rows]), reps, axis=0).astype(np.float64)
             z = m + s * rng.standard_normal(m.shape)
         k = int(max(1, min(max_components, len(rows) // MIN_ROWS_PER_COMPONENT)))
-        gm = GaussianMixture(n_components=k, covariance_type=covariance, reg_covar=1e-4, random_state=seed, max_iter=200)
-        gm.fit(z)
+        # Fitted to the means, EM stops at a 1e-2 gain in mean log-likelihood: on bank 27 iterations and 7 s
+        # for the 20,000-row class instead of 77 and 25 s at 1e-3, with the same TSTR and detection.
+        tol = 1e-2 if fit_on == "means" else 1e-3
+        gm = GaussianMixture(n_components=k, covariance_type=covariance, reg_covar=1e-4, random_state=seed,
+                             max_iter=200, tol=tol)
+        with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread ran 20% faster than two here
+            gm.fit(z)
         fitted = {"weights": gm.weights_.tolist(), "means": gm.means_.tolist()}
         if covariance == "diag":
             fitted["scales"] = np.sqrt(gm.covariances_).tolist()
