@@ -1,7 +1,8 @@
 """Fit the per-class latent mixture that ``augment generate`` samples from by default.
 
-For each class, draw z ~ q(z | x, y) for its training rows (the aggregated posterior of that class) and fit
-a Gaussian mixture (scikit-learn) with up to ``max_components`` components, one per 25 rows at most. The result
+For each class, take its training rows' posterior means, or draws z ~ q(z | x, y) (the aggregated posterior of
+that class), and fit a Gaussian mixture (scikit-learn) with up to ``max_components`` components, one per 25
+rows at most. The result
 is plain JSON: weights, means and standard deviations (diagonal) or Cholesky factors (full), read by
 ``augment.sampler.MixtureSampler`` with numpy alone.
 
@@ -9,8 +10,9 @@ Defaults by modality (``TrainConfig.resolved_mixture``), measured on the shared 
 - tables: 50 full components fitted to the posterior *means*. Bank marketing's aggregated posterior has
   dimensions far narrower than the prior (posterior standard deviations of 0.02 next to 1.0); fitted to
   posterior draws, a mixture smears across them whatever its size (10 to 400 components, diagonal or full:
-  TSTR ROC AUC 0.976-0.979 of TRTR), while the means keep the structure the decoder reads: 0.985 with 50 or
-  100 full components (0.976 with 10, 0.967 with 50 diagonal ones), detection AUC 0.58 instead of 0.63;
+  TSTR ROC AUC 0.976-0.979 of TRTR in a quick script), while the means keep the structure the decoder reads:
+  0.982-0.985 with 50 or 100 full components (0.976 with 10, 0.967 with 50 diagonal ones), detection AUC 0.58
+  instead of 0.63; ``augment evaluate`` on the bank split: 0.983 and 0.613 (docs/benchmarks.md);
 - images: 10 full components fitted to posterior draws. MNIST: TSTR accuracy 0.978 of TRTR and no privacy
   flag, against 0.970 and synthetic images flagged as too close to the training set with 50 diagonal ones.
 """
