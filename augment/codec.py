@@ -11,6 +11,7 @@ Per-column codecs live in ``augment.columns``; see docs/architecture.md for the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,15 @@ class LabelSpec:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @functools.cached_property
+    def values(self) -> pa.Array | None:
+        """The classes as one Arrow array of the label's value type (a dictionary label's values), built once:
+        ``label_array`` runs for every generated batch."""
+        t = self.arrow_type
+        if t is None:
+            return None
+        return arrays.from_list(self.classes, t.value_type if pa.types.is_dictionary(t) else t)
 
 
 _as_array = aio._as_array  # one Arrow array from a (chunked) column
@@ -220,7 +230,7 @@ class Codec:
         if arr.null_count:
             raise InputError(f"label column {column!r} has {arr.null_count} null values; every row needs a label")
         values = arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
-        known = pa.array(self.label.classes, type=self.label.arrow_type if not pa.types.is_dictionary(self.label.arrow_type) else self.label.arrow_type.value_type)
+        known = self.label.values
         try:
             if values.type != known.type:
                 values = values.cast(known.type)
@@ -257,9 +267,9 @@ class Codec:
         if indices.size and (indices.min() < 0 or indices.max() >= self.label.num_classes):
             raise ClassNameError(f"class index out of range 0..{self.label.num_classes - 1}; classes: {self.label.classes}")
         if pa.types.is_dictionary(t):
-            dictionary = arrays.from_list(self.label.classes, t.value_type)
-            return pa.DictionaryArray.from_arrays(arrays.from_numpy(indices).cast(t.index_type), dictionary, ordered=t.ordered)
-        return arrays.from_list(self.label.classes, t).take(arrays.from_numpy(indices))
+            return pa.DictionaryArray.from_arrays(arrays.from_numpy(indices).cast(t.index_type), self.label.values,
+                                                  ordered=t.ordered)
+        return self.label.values.take(arrays.from_numpy(indices))
 
     # ---- JSON ----------------------------------------------------------------------------------------------
     def to_json(self) -> dict:

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from augment.errors import AugmentError
 from augment.plan import Shard
 
-__all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address", "RAY_STARTUP_S"]
+__all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address"]
 
-RAY_STARTUP_S = 10.0  # fixed cost of a local Ray job on a 2-core machine (benchmarks/bench_generate.py)
 RAY_RETRIES = 3
 PROGRESS_POLL_S = 0.25  # how often the driver asks Ray workers how many rows they have written
 
@@ -54,8 +53,7 @@ class LocalEngine:
         pass
 
     def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
-            on_rows: Callable[[int], None], on_shard: Callable[[dict], None], rows: int = 0,
-            shards: int = 1) -> list[dict]:
+            on_rows: Callable[[int], None], on_shard: Callable[[dict], None], shards: int = 1) -> list[dict]:
         from augment.shards import write_shards
 
         cores = os.cpu_count() or 1
@@ -312,8 +310,7 @@ class RayEngine:
             self._owned = False
 
     def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
-            on_rows: Callable[[int], None], on_shard: Callable[[dict], None], rows: int = 0,
-            shards: int = 1) -> list[dict]:
+            on_rows: Callable[[int], None], on_shard: Callable[[dict], None], shards: int = 1) -> list[dict]:
         import ray
 
         t0 = time.perf_counter()
@@ -344,7 +341,7 @@ class RayEngine:
         import ray
 
         spec_json = spec.to_json()
-        in_flight: dict = {}  # object ref -> (actor index, rows)
+        in_flight: dict = {}  # object ref -> actor index
         load = [0] * len(actors)
         results: list[dict] = []
         shared_refs: dict[int, object] = {}  # a held source (random draws) is put once, not once per shard
@@ -357,12 +354,12 @@ class RayEngine:
                 on_rows(total - shown)
                 shown = total
 
-        def collect(block: bool) -> None:
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_POLL_S if block else 0)
+        def collect() -> None:
+            """Wait up to PROGRESS_POLL_S for a shard to finish; show the rows written meanwhile."""
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_POLL_S)
             show(ray.get(progress.total.remote()))
             for ref in ready:
-                i, rows = in_flight.pop(ref)
-                load[i] -= 1
+                load[in_flight.pop(ref)] -= 1
                 result = ray.get(ref)
                 if self.startup_s is None:
                     self.startup_s = time.perf_counter() - t0 - result["seconds"]
@@ -372,7 +369,7 @@ class RayEngine:
         try:
             for shard, source in items:
                 while min(load) >= 2:
-                    collect(block=True)
+                    collect()
                 if source is None or isinstance(source, pa.Table):  # nothing, or this shard's slice of a stream
                     ref = None if source is None else ray.put(source)
                 else:
@@ -381,10 +378,10 @@ class RayEngine:
                     ref = shared_refs[id(source)]
                 i = load.index(min(load))
                 obj = actors[i].run.remote(spec_json, shard.to_json(), ref, str(out_dir), self.die_marker, progress)
-                in_flight[obj] = (i, shard.rows)
+                in_flight[obj] = i
                 load[i] += 1
             while in_flight:
-                collect(block=True)
+                collect()
             show(sum(r["rows"] for r in results))  # the last reports may still be on their way
         finally:
             ray.kill(progress)

@@ -454,7 +454,7 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     t_gen = time.perf_counter()
     try:
         runner.run(gen, str(gen.bundle.path), spec, _items(spec, shards, todo, source), str(out),
-                   on_rows=bar.update, on_shard=results.append, rows=todo_rows, shards=len(todo))
+                   on_rows=bar.update, on_shard=results.append, shards=len(todo))
     finally:
         bar.close()
         remove_temporaries(out)

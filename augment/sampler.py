@@ -12,6 +12,7 @@ Every function takes a numpy ``Generator``; nothing here holds global state.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,9 +28,9 @@ def sample_prior(n: int, latent_dim: int, rng: np.random.Generator, temperature:
 
 @dataclass(frozen=True)
 class GaussianMixture:
-    """One class's mixture: weights (k,), means (k, d), and either standard deviations (k, d) of diagonal
-    covariances (``scales``, what ``augment train`` writes) or lower Cholesky factors (k, d, d) of full ones
-    (``cholesky``, bundles written before diagonal mixtures)."""
+    """One class's mixture: weights (k,), means (k, d), and either lower Cholesky factors (k, d, d) of full
+    covariances (``cholesky``, what ``augment train`` writes by default) or standard deviations (k, d) of
+    diagonal ones (``scales``, ``TrainConfig(mixture_covariance="diag")``)."""
 
     weights: np.ndarray
     means: np.ndarray
@@ -39,6 +40,12 @@ class GaussianMixture:
     def __post_init__(self) -> None:
         if (self.scales is None) == (self.cholesky is None):
             raise ValueError("a mixture needs either scales (diagonal) or cholesky (full covariances)")
+
+    @functools.cached_property
+    def _float32(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cumulative weights, means, scales or transposed Cholesky factors) as sampling uses them, made once."""
+        factors = self.scales if self.scales is not None else self.cholesky.transpose(0, 2, 1)
+        return np.cumsum(self.weights), self.means.astype(np.float32), factors.astype(np.float32)
 
     @classmethod
     def from_json(cls, d: dict) -> "GaussianMixture":
@@ -58,21 +65,21 @@ class GaussianMixture:
 
     def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
         k, d = self.means.shape
-        comp = np.searchsorted(np.cumsum(self.weights), rng.random(n), side="right").clip(0, k - 1)
+        cum_weights, means, factors = self._float32
+        comp = np.searchsorted(cum_weights, rng.random(n), side="right").clip(0, k - 1)
         eps = rng.standard_normal((n, d), dtype=np.float32) * np.float32(temperature)  # (n, d)
         if self.scales is not None:  # a gather, whatever the number of components
-            eps *= self.scales.astype(np.float32)[comp]
-            eps += self.means.astype(np.float32)[comp]
+            eps *= factors[comp]
+            eps += means[comp]
             return eps
         # One matrix product per component on a contiguous block of the (i.i.d.) draws, written to the rows of
         # that component: no per-component mask over all rows, no gathered (n, d, d) einsum.
         z = np.empty((n, d), np.float32)
-        means, chol_t = self.means.astype(np.float32), self.cholesky.transpose(0, 2, 1).astype(np.float32)
         order = np.argsort(comp, kind="stable")
         bounds = np.searchsorted(comp[order], np.arange(k + 1))
         for j in np.flatnonzero(np.diff(bounds)):
             a, b = bounds[j], bounds[j + 1]
-            z[order[a:b]] = eps[a:b] @ chol_t[j] + means[j]
+            z[order[a:b]] = eps[a:b] @ factors[j] + means[j]
         return z
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:

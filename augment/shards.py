@@ -107,7 +107,7 @@ def _raw_chunks(gen, spec: JobSpec, shard: Shard, source: pa.Table | Source | No
     """Decoded chunks of one shard, before any consistency filter (the shard's rows, or an endless stream)."""
     if spec.mode == "sample":
         if not spec.filtered:
-            for k, n in enumerate(sample_chunk_rows(spec, shard, step)):
+            for k, n in enumerate(sample_chunk_rows(shard, step)):
                 yield sample_chunk(gen, spec, shard, k, n)
             return
         batch = max(1, getattr(gen, "batch_size", 1))
@@ -144,7 +144,7 @@ def _raw_chunks(gen, spec: JobSpec, shard: Shard, source: pa.Table | Source | No
             yield _set_column(out, "augment_source_row_b", np.repeat(b, spec.steps))
 
 
-def sample_chunk_rows(spec: JobSpec, shard: Shard, step: int) -> list[int]:
+def sample_chunk_rows(shard: Shard, step: int) -> list[int]:
     """Rows of each chunk of a sampled shard (without row filters): ``step`` each, the rest in the last."""
     return [min(step, shard.rows - start) for start in range(0, shard.rows, step)]
 
@@ -201,8 +201,6 @@ def parquet_writer(path: str | os.PathLike, schema: pa.Schema, label: str | None
     where = str(path) if isinstance(path, (str, os.PathLike)) else path  # a path, or an Arrow output stream
     return pq.ParquetWriter(where, schema, compression="snappy", use_dictionary=strings or False,
                             write_statistics=stats or False)
-
-
 
 
 def label_counts(table: pa.Table, label: str | None) -> dict[str, int]:
@@ -324,17 +322,16 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
             item = ahead.popleft()
             put(("chunk", item.result()) if isinstance(item, Future) else item)
 
+    step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
     try:
         for shard, source in items:
-            if pool is not None:  # lanes: sampling without row filters
+            if pool is not None:  # lanes: sampling without row filters, for every shard of this call
                 ahead.append(("open", shard))
-                step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
-                for k, n in enumerate(sample_chunk_rows(spec, shard, step)):
+                for k, n in enumerate(sample_chunk_rows(shard, step)):
                     ahead.append(pool.submit(sample_chunk, gen, spec, shard, k, n))
                     flush(2 * lanes)
                 ahead.append(("close", ShardStats(drawn=shard.rows, kept=shard.rows)))
                 continue
-            flush(0)
             stats = ShardStats()
             put(("open", shard))
             for chunk in shard_chunks(gen, spec, shard, source, stats):

@@ -58,21 +58,23 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
+def _proc_kb(path: str, key: str) -> int | None:
+    """The kB figure on the ``key`` line of a /proc file, or None (no such line, or the process is gone)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def pss_mb(pid: int) -> float:
     """PSS of one process in MB (RSS when smaps_rollup is unreadable)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    kb = _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+    if kb is None:
+        kb = _proc_kb(f"/proc/{pid}/status", "VmRSS:")
+    return (kb or 0) / 1024
 
 
 def tree_mb(pid: int) -> float:

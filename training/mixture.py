@@ -2,9 +2,8 @@
 
 For each class, take its training rows' posterior means, or draws z ~ q(z | x, y) (the aggregated posterior of
 that class), and fit a Gaussian mixture (scikit-learn) with up to ``max_components`` components, one per 25
-rows at most. The result
-is plain JSON: weights, means and standard deviations (diagonal) or Cholesky factors (full), read by
-``augment.sampler.MixtureSampler`` with numpy alone.
+rows at most. The result is plain JSON: weights, means and standard deviations (diagonal) or Cholesky factors
+(full), read by ``augment.sampler.MixtureSampler`` with numpy alone.
 
 Defaults by modality (``TrainConfig.resolved_mixture``), measured on the shared data:
 - tables: 50 full components fitted to the posterior *means*. Bank marketing's aggregated posterior has
