@@ -23,6 +23,7 @@ from augment.codec import Codec
 from augment.errors import OutputExistsError
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
+from training.jitter import jittered_copies
 from training.mixture import fit_class_mixtures
 from training.model import build_model
 from training.trainer import fit
@@ -62,17 +63,19 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     y = np.eye(n_classes, dtype=np.float32)[y_index]  # (N, K)
 
     latent = config.resolved_latent_dim(codec.modality)
-    epochs = config.resolved_epochs(len(x), codec.modality, pixels=int(np.prod(codec.image_shape or (0,))))
+    jitter = config.resolved_image_jitter(codec.modality, len(x), n_classes, codec.image_shape)
+    epochs = config.resolved_epochs(len(x), codec.modality, pixels=int(np.prod(codec.image_shape or (0,))), jitter=jitter)
     logvar_index = tuple(s.out_start + 1 for s in codec.segments if s.kind == "numeric")
     torch.manual_seed(config.seed)
     model = build_model(codec.modality, codec.input_dim, codec.output_dim, n_classes, latent, config.hidden,
                         image_shape=codec.image_shape, logvar_index=logvar_index)
-    result = fit(model, codec.segments, x, y, y_index, config, epochs, progress=progress)
+    result = fit(model, codec.segments, x, y, y_index, config, epochs, jitter=jitter, progress=progress)
     model.cpu()
 
-    mu, logvar = _encode_all(model, x, y)
+    x_fit, y_fit = (x, y_index) if not jitter else jittered_copies(x, y_index, codec.image_shape, jitter, config.seed)
+    mu, logvar = _encode_all(model, x_fit, np.eye(n_classes, dtype=np.float32)[y_fit])
     components, covariance, fit_on = config.resolved_mixture(codec.modality)
-    mixture = fit_class_mixtures(mu, logvar, y_index, n_classes, components, config.seed, covariance, fit_on)
+    mixture = fit_class_mixtures(mu, logvar, y_fit, n_classes, components, config.seed, covariance, fit_on)
     pick = np.random.default_rng(config.seed).permutation(len(x))[:PARITY_ROWS]
     enc, dec, parity = export_onnx(model, x[pick], y[pick])
 
@@ -86,7 +89,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
         "onnx": {"opset": OPSET, "encoder": {"inputs": ["x", "y"], "outputs": ["mu", "logvar"]},
                  "decoder": {"inputs": ["z", "y"], "outputs": ["params"]}, "parity": parity},
         "training": {
-            "config": {**config.to_json(), "epochs": epochs, "latent_dim": latent},
+            "config": {**config.to_json(), "epochs": epochs, "latent_dim": latent, "image_jitter": jitter},
             "metrics": {
                 "rows": int(len(x)), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "stopped": result.stopped, "train_loss": result.train_loss, "val_loss": result.val_loss,

@@ -45,12 +45,15 @@ def _image_shape(ctx, param, value):
 @click.option("--categorical", default="", help="Comma-separated columns to model as categories (e.g. integer codes).")
 @click.option("--numeric", default="", help="Comma-separated integer columns to keep numeric (by default an integer "
               "column with at most 32 distinct values is categorical).")
+@click.option("--image-jitter", type=click.FloatRange(0, 3), default=None,
+              help="Images: strength of the random rotation/scale/shear/shift of training batches, 0 = off "
+              "(default: 1 below 500 images per class of at least 16x16 pixels, else 0).")
 @click.option("--image-shape", callback=_image_shape, default=None, help="C,H,W of an image column (default: inferred).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, seed, device, class_balance, threads, time_budget,
-          categorical, numeric, image_shape, overwrite, quiet):
+          categorical, numeric, image_jitter, image_shape, overwrite, quiet):
     """Train a CVAE on labeled data and export a pickle-free ONNX bundle.
 
     \b
@@ -66,7 +69,7 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     try:
         config = TrainConfig(epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, hidden=hidden, beta=beta, lr=lr,
                              seed=seed, device=device, class_balance=class_balance, threads=threads, time_budget_s=time_budget,
-                             categorical=_names(categorical), numeric=_names(numeric))
+                             categorical=_names(categorical), numeric=_names(numeric), image_jitter=image_jitter)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"training on {table.num_rows:,} rows x {table.num_columns} columns from {data}", err=True)

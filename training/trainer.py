@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from augment.errors import AugmentError
 from training.config import TrainConfig
+from training.jitter import random_affine
 from training.loss import ReconstructionLoss, kl_divergence, kl_weight
 
 __all__ = ["TrainResult", "fit", "split_indices", "pick_device"]
@@ -71,8 +72,12 @@ def _evaluate(model, recon, x, y, batch_size) -> tuple[float, float]:
 
 
 def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y_index: np.ndarray,
-        config: TrainConfig, epochs: int, *, progress: bool = True) -> TrainResult:
-    """Train ``model`` in place on (x, y); returns the losses and timings."""
+        config: TrainConfig, epochs: int, *, jitter: float = 0.0, progress: bool = True) -> TrainResult:
+    """Train ``model`` in place on (x, y); returns the losses and timings.
+
+    ``jitter`` > 0 (image models): each training batch goes through a random affine map of that strength;
+    validation images do not.
+    """
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed)
@@ -93,6 +98,7 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
     if config.class_balance > 0:  # rarer classes drawn more often, in proportion count ** -class_balance
         counts = np.bincount(y_index[train_idx])
         weights = torch.from_numpy(counts[y_index[train_idx]].astype(np.float64) ** -config.class_balance).to(device)
+    shape = getattr(model, "shape", None) if jitter > 0 else None
     best = (math.inf, -1, None)
     history: list[dict] = []
     stopped = "epochs"
@@ -109,6 +115,8 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
         for s in range(steps):
             idx = perm[s * bs:(s + 1) * bs]
             xb, yb = xt[idx], yt[idx]
+            if shape is not None:
+                xb = random_affine(xb, shape, gen, jitter)
             params, mu, logvar = model(xb, yb, gen)
             r = recon(params, xb).mean()
             k = kl_divergence(mu, logvar).mean()

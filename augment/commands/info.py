@@ -82,6 +82,7 @@ def info(bundle_path, as_json):
             f"training   {m.get('rows', 0):,} rows, {m.get('epochs_run')} epochs ({m.get('stopped')}), "
             f"{m.get('train_wall_s')} s, val loss {m.get('val_loss', float('nan')):.4f} (recon {m.get('val_recon', float('nan')):.4f}, "
             f"KL {m.get('val_kl', float('nan')):.3f}), beta {c.get('beta')}, seed {c.get('seed')}"
+            + (f", image jitter {c['image_jitter']:g}" if s["modality"] == "image" and c.get("image_jitter") is not None else "")
         )
     parity = s["onnx"]["parity"] or {}
     lines.append(f"onnx       opset {s['onnx']['opset']}, parity max abs diff "
