@@ -128,6 +128,12 @@ def test_split_and_evaluate_commands(tmp_path):
     assert "column shapes" in r.output and "detection AUC" in r.output and "report:" in r.output
     assert (tmp_path / "rep" / "metrics.json").is_file() and (tmp_path / "rep" / "index.html").is_file()
 
+    # --sweep-real none: no sweep classifiers, and the report says so rather than showing an empty table
+    none = runner.invoke(cli, [*args, "--overwrite", "--sweep-real", "none"])
+    assert none.exit_code == 0 and "augmentation sweep" in none.output and "not run" in none.output, none.output
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m["utility"]["sweep"]["cells"] == [] and {"metric": "utility.sweep", "reason": "not run (--sweep-real none)"} in m["skipped"]
+    assert "Skipped: not run" in (tmp_path / "rep" / "index.html").read_text()
     bad = runner.invoke(cli, args + ["--overwrite", "--sweep-real", "lots"])
     assert bad.exit_code == 2 and "--sweep-real" in bad.output, bad.output
     pq.write_table(make_mixed_table(50).drop_columns(["job"]), tmp_path / "bad.parquet")

@@ -109,7 +109,8 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--model", "model_path", default=None, type=click.Path(), help="Bundle: label, class order, latent map, interpolations.")
 @click.option("--label", default=None, help="Label column (default: the bundle's, or the file's label_column metadata).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--sweep-real", default="1%,10%,100%", show_default=True, help="Real subsets: percentages or N/class.")
+@click.option("--sweep-real", default="1%,10%,100%", show_default=True, help="Real subsets: percentages or N/class; none skips the sweep (its classifiers take most of an image "
+              "evaluation's time).")
 @click.option("--sweep-synth", default="0,1,2,5", show_default=True, help="Synthetic rows added, as multiples of the subset.")
 @click.option("--sweep-seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Repeats of the sweep, each with its own subsets.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads for scikit-learn.")

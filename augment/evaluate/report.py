@@ -76,6 +76,8 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
             ratio = tt["ratio"] if is_skipped(tt["ratio"]) else tt["ratio"][key]
             rows.append((f"{key}: TRTR / TSTR / ratio", f"{format_value(trtr)} / {format_value(tstr)} / {format_value(ratio)}"))
     sweep = util["sweep"]
+    if is_skipped(sweep):
+        rows.append(("augmentation sweep", sweep))
     for size, best in sweep["best"].items():
         if is_skipped(best):
             rows.append((f"augmentation, real {size}", best))
@@ -175,8 +177,11 @@ def _html(m: dict, title: str) -> str:
     sweep = util["sweep"]
     rows = [[c["real"], f"{c['synthetic_multiplier']}x", fv(c.get("accuracy", c)), fv(c.get("macro_f1", c)), fv(c.get("roc_auc", c))]
             for c in sweep["cells"]]
-    parts += ["<h3>Augmentation sweep</h3>", _table(rows, ["real subset", "synthetic", "accuracy", "macro F1", "ROC AUC"]),
-              _img(m, "sweep.png", "Augmentation sweep")]
+    if is_skipped(sweep):
+        parts += ["<h3>Augmentation sweep</h3>", f"<p>Skipped: {e(sweep['skipped'])}</p>"]
+    else:
+        parts += ["<h3>Augmentation sweep</h3>", _table(rows, ["real subset", "synthetic", "accuracy", "macro F1", "ROC AUC"]),
+                  _img(m, "sweep.png", "Augmentation sweep")]
 
     parts.append("<h2>Privacy</h2>")
     priv = m["privacy"]

@@ -49,7 +49,8 @@ class EvalConfig:
     threads: int = 1  # OpenMP/BLAS threads for scikit-learn; 1 is fastest on small or shared machines
 
     def __post_init__(self):
-        parse_real_sizes(",".join(self.sweep_sizes))
+        if self.sweep_sizes:  # empty: no sweep
+            parse_real_sizes(",".join(self.sweep_sizes))
         if any(m < 0 for m in self.sweep_multipliers):
             raise ValueError(f"synthetic multipliers must be >= 0, got {self.sweep_multipliers}")
         for name in ("threads", "image_steps", "detection_cap", "detection_cap_image", "detection_cap_per_class", "utility_cap", "privacy_cap", "privacy_reference_cap"):
@@ -165,6 +166,9 @@ def _utility(schema, xs, ys, mask, config) -> dict:
     parts = {p: (xs[p], ys[p]) for p in xs}
     out = {"tstr_trtr": tstr_trtr(parts["train"], parts["synthetic"], parts["test"], schema=schema, seed=config.seed,
                                   cap=config.utility_cap, categorical_mask=mask, image_steps=config.image_steps, threads=config.threads)}
+    if not config.sweep_sizes:
+        out["sweep"] = {**skip("not run (--sweep-real none)"), "metric": None, "cells": [], "best": {}}
+        return out
     out["sweep"] = augmentation_sweep(parts["train"], parts["synthetic"], parts["test"], schema=schema,
                                       sizes=list(config.sweep_sizes), multipliers=list(config.sweep_multipliers),
                                       seeds=list(config.sweep_seeds), cap=config.utility_cap, categorical_mask=mask,

@@ -181,7 +181,9 @@ def tstr_trtr(train, synthetic, test, *, schema: EvalSchema, seed: int, cap: int
 
 # ----------------------------------------------------------------------------------------------- sweep
 def parse_real_sizes(spec: str) -> list[str]:
-    """"1%,10%,100%" (fractions of the training set) or "20/class" (rows per class), comma separated."""
+    """"1%,10%,100%" (fractions of the training set) or "20/class" (rows per class), comma separated; "none": no sweep."""
+    if spec.strip().lower() == "none":
+        return []
     items = [s.strip() for s in spec.split(",") if s.strip()]
     for s in items:
         try:
@@ -192,7 +194,8 @@ def parse_real_sizes(spec: str) -> list[str]:
             else:
                 raise ValueError
         except (ValueError, AssertionError):
-            raise ValueError(f"real subset size {s!r}: use a percentage like 10% (0 < p <= 100) or N/class like 20/class") from None
+            raise ValueError(f"real subset size {s!r}: use a percentage like 10% (0 < p <= 100), N/class like 20/class, "
+                             "or none") from None
     if not items:
         raise ValueError("no real subset sizes given")
     return items
