@@ -49,14 +49,16 @@ class SmallCNN(nn.Module):
         return self.net(x.reshape(-1, 1, self.side, self.side))
 
 
-def cnn_accuracy(x, y, x_test, y_test, side: int, n_classes: int, seed: int) -> float:
+def cnn_accuracy(x, y, x_test, y_test, side: int, n_classes: int, seed: int, steps: int = IMAGE_STEPS,
+                 batch: int = IMAGE_BATCH) -> float:
+    """The small CNN trained for ``steps`` Adam steps on mini-batches drawn like the MLP's; test accuracy."""
     torch.manual_seed(seed)
     model = SmallCNN(side, n_classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)  # the MLP's mini-batch draws
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    for _ in range(IMAGE_STEPS):
-        idx = torch.from_numpy(rng.integers(0, len(x), IMAGE_BATCH))
+    for _ in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(x), batch))
         loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
         opt.zero_grad()
         loss.backward()
