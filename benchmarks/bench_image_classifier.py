@@ -28,11 +28,7 @@ from torch import nn
 from augment.evaluate.utility import IMAGE_BATCH, IMAGE_STEPS, fit_classifier
 from augment.generator import Generator
 from augment.io import read_table
-
-
-def pixels(table: pa.Table, side: int) -> np.ndarray:
-    flat = np.asarray(table.column("image").combine_chunks().flatten(), dtype=np.float32)
-    return flat.reshape(table.num_rows, side * side) / 255.0
+from bench_small_data import pixels
 
 
 class SmallCNN(nn.Module):
@@ -86,10 +82,8 @@ def main() -> None:
     gen = Generator.from_path(args.model)
     side = gen.codec.image_shape[1]
     train, test = read_table(args.train), read_table(args.test)
-    label = gen.bundle.label_column
-    index = {c: i for i, c in enumerate(gen.classes)}
-    y_train = np.asarray([index[v] for v in train.column(label).to_pylist()])
-    x_test, y_test = pixels(test, side), np.asarray([index[v] for v in test.column(label).to_pylist()])
+    y_train = gen.codec.encode_labels(train)
+    x_test, y_test = pixels(test), gen.codec.encode_labels(test)
     k, n = gen.n_classes, args.per_class
     rng = np.random.default_rng(args.seed)
 
@@ -106,8 +100,7 @@ def main() -> None:
     }
     rows = []
     for name, table in sets.items():
-        x = pixels(table, side)
-        y = np.asarray([index[v] for v in table.column(label).to_pylist()])
+        x, y = pixels(table), gen.codec.encode_labels(table)
         t0 = time.perf_counter()
         mlp = mlp_accuracy(x, y, x_test, y_test, k, args.seed)
         t1 = time.perf_counter()

@@ -23,15 +23,14 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
-import torch
-
-from training.jitter import random_affine
 
 from augment.generator import Generator
 from training.api import train
 from training.config import TrainConfig
+from training.jitter import random_affine
 
 STEPS = 1500
 BATCH = 64
@@ -105,19 +104,19 @@ def main() -> None:
 
             real_only, both = (cnn_accuracy(x, y, x_test, y_test, 28, 10, seed, steps=STEPS, batch=BATCH)
                                for x, y in ((x_real, y_real), (x_both, y_both)))
-            real_jit = both_jit = float("nan")
+            ref = "- | -"
         else:
             real_only = fit_fixed_steps(x_real, y_real, seed).score(x_test, y_test)
             both = fit_fixed_steps(x_both, y_both, seed).score(x_test, y_test)
             real_jit = fit_fixed_steps(x_real, y_real, seed, jitter=1.0).score(x_test, y_test)
             both_jit = fit_fixed_steps(x_both, y_both, seed, jitter=1.0).score(x_test, y_test)
+            ref_gains.append(100 * (both_jit - real_jit))
+            ref = f"{real_jit:.4f} | {both_jit:.4f} ({ref_gains[-1]:+.2f})"
         gains.append(100 * (both - real_only))
-        ref_gains.append(100 * (both_jit - real_jit))
         jitter = bundle.json["training"]["config"]["image_jitter"]
-        ref = "- | -" if args.classifier == "cnn" else f"{real_jit:.4f} | {both_jit:.4f} ({ref_gains[-1]:+.2f})"
         print(f"| {seed} | {real_only:.4f} | {both:.4f} | {gains[-1]:+.2f} | {jitter:g} | {seconds:.0f} | {ref} |", flush=True)
     print(f"\nmean gain over {len(gains)} seeds: {np.mean(gains):+.2f} accuracy points (target: >= +2)")
-    if args.classifier == "mlp":
+    if ref_gains:
         print(f"with jittered classifier batches, synthetic adds {np.mean(ref_gains):+.2f} points on top")
 
 

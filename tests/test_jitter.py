@@ -15,7 +15,7 @@ from augment.cli import cli
 from conftest import TINY
 from training.api import train
 from training.config import JITTER_BELOW, TrainConfig
-from training.jitter import jittered_copies, random_affine
+from training.jitter import jittered_copies, mixture_copies, random_affine
 
 SHAPE = (1, 16, 16)
 
@@ -60,11 +60,12 @@ def test_jitter_is_on_by_default_only_for_few_images_of_16_pixels_or_more():
 
 def test_jittered_copies_give_each_class_about_400_encodings():
     x, y = _squares(60), np.repeat([0, 1, 2], [20, 20, 20])
-    xs, ys = jittered_copies(x, y, SHAPE, 1.0, seed=0)
-    assert xs.shape == (21 * 60, 256) and np.bincount(ys).tolist() == [420] * 3
-    assert np.array_equal(xs[:60], x) and not np.allclose(xs[60:120], x)  # originals first, then copies
-    big = np.zeros(800, int)
-    assert jittered_copies(np.repeat(x[:1], 800, 0), big, SHAPE, 1.0, seed=0)[0].shape[0] == 1600  # one copy
+    copies = mixture_copies(y)
+    xs = list(jittered_copies(x, SHAPE, 1.0, seed=0, copies=copies))
+    ys = np.tile(y, copies + 1)  # originals first, then the copies, as training fits the mixture
+    assert (copies + 1) * 60 == 21 * 60 and np.bincount(ys).tolist() == [420] * 3
+    assert all(c.shape == x.shape for c in xs) and not np.allclose(xs[0], x)
+    assert mixture_copies(np.zeros(800, int)) == 1  # one copy for a large class
 
 
 def test_small_image_data_trains_with_jitter_and_the_cli_checks_the_strength(tmp_path):

@@ -23,7 +23,7 @@ from augment.codec import Codec
 from augment.errors import OutputExistsError
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
-from training.jitter import jittered_copies
+from training.jitter import jittered_copies, mixture_copies
 from training.mixture import fit_class_mixtures
 from training.model import build_model
 from training.trainer import fit
@@ -72,8 +72,14 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     result = fit(model, codec.segments, x, y, y_index, config, epochs, jitter=jitter, progress=progress)
     model.cpu()
 
-    x_fit, y_fit = (x, y_index) if not jitter else jittered_copies(x, y_index, codec.image_shape, jitter, config.seed)
-    mu, logvar = _encode_all(model, x_fit, np.eye(n_classes, dtype=np.float32)[y_fit])
+    mu, logvar = _encode_all(model, x, y)
+    y_fit = y_index
+    if jitter:  # the mixture also sees jittered copies of every image, encoded one copy at a time
+        copies = mixture_copies(y_index)
+        encoded = [_encode_all(model, xj, y) for xj in jittered_copies(x, codec.image_shape, jitter, config.seed, copies)]
+        mu = np.concatenate([mu, *(m for m, _ in encoded)])
+        logvar = np.concatenate([logvar, *(lv for _, lv in encoded)])
+        y_fit = np.tile(y_index, copies + 1)
     components, covariance, fit_on = config.resolved_mixture(codec.modality)
     mixture = fit_class_mixtures(mu, logvar, y_fit, n_classes, components, config.seed, covariance, fit_on)
     pick = np.random.default_rng(config.seed).permutation(len(x))[:PARITY_ROWS]

@@ -9,12 +9,13 @@ variations a classifier never saw in the real images. Runs on the training devic
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["random_affine", "jittered_copies"]
+__all__ = ["random_affine", "mixture_copies", "jittered_copies"]
 
 
 def random_affine(x: torch.Tensor, shape: tuple[int, int, int], generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
@@ -43,18 +44,20 @@ MIXTURE_POINTS = 400  # jittered encodings per class the latent mixture is fitte
 MAX_COPIES = 20
 
 
-def jittered_copies(x: np.ndarray, y_index: np.ndarray, shape: tuple[int, int, int], strength: float, seed: int,
-                    batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """The images plus jittered copies of them, enough for about ``MIXTURE_POINTS`` per class (1 to 20 copies).
+def mixture_copies(y_index: np.ndarray) -> int:
+    """Jittered copies of each image that give the smallest class about ``MIXTURE_POINTS`` encodings (1 to 20).
 
-    The latent mixture is fitted to the encodings of these, so sampling covers the variations the model was
-    trained on and not only the few real images.
+    The latent mixture is fitted to the encodings of the images and these copies, so sampling covers the
+    variations the model was trained on and not only the few real images.
     """
-    smallest = int(np.bincount(y_index).min(initial=len(x)) or len(x))
-    copies = int(min(MAX_COPIES, max(1, -(-MIXTURE_POINTS // max(1, smallest)))))
+    smallest = max(1, int(np.bincount(y_index).min()))
+    return min(MAX_COPIES, math.ceil(MIXTURE_POINTS / smallest))
+
+
+def jittered_copies(x: np.ndarray, shape: tuple[int, int, int], strength: float, seed: int, copies: int,
+                    batch: int = 4096) -> Iterator[np.ndarray]:
+    """``copies`` jittered versions of all of ``x``, one (N, C*H*W) array at a time (not all held at once)."""
     gen = torch.Generator().manual_seed(seed)
-    parts = [x]
     for _ in range(copies):
-        for i in range(0, len(x), batch):
-            parts.append(random_affine(torch.from_numpy(x[i:i + batch]), shape, gen, strength).numpy())
-    return np.concatenate(parts), np.tile(y_index, copies + 1)
+        yield np.concatenate([random_affine(torch.from_numpy(x[i:i + batch]), shape, gen, strength).numpy()
+                              for i in range(0, len(x), batch)])
