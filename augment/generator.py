@@ -21,19 +21,15 @@ import pyarrow as pa
 from augment import arrays
 from augment.bundle import Bundle, load_bundle
 from augment.codec import Codec
+from augment.constants import PROVENANCE_TYPES, SAMPLERS
 from augment.errors import ClassNameError, InputError, SchemaError
 from augment.runtime import make_session
-from augment.sampler import SAMPLERS, MixtureSampler, interpolate_latent, perturb_latent, sample_prior
+from augment.sampler import MixtureSampler, interpolate_latent, perturb_latent, sample_prior
 
 __all__ = ["Generator", "PROVENANCE_FIELDS", "DEFAULT_BATCH_SIZE"]
 
 DEFAULT_BATCH_SIZE = 4096  # rows per decoder call for a table; wide outputs (images) get fewer, see batch_rows
-PROVENANCE_FIELDS = [
-    pa.field("augment_mode", pa.string()),
-    pa.field("augment_source_row", pa.int64()),
-    pa.field("augment_source_row_b", pa.int64()),
-    pa.field("augment_alpha", pa.float32()),
-]
+PROVENANCE_FIELDS = [pa.field(name, getattr(pa, type_name)()) for name, type_name in PROVENANCE_TYPES.items()]
 
 
 def batch_rows(output_dim: int) -> int:

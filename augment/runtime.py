@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 __all__ = ["make_session", "SessionInfo"]
 
-_DEVICES = ("auto", "cpu", "cuda")
+from augment.constants import DEVICES as _DEVICES  # noqa: E402
 
 
 @dataclass(frozen=True)

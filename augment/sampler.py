@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["SAMPLERS", "sample_prior", "GaussianMixture", "MixtureSampler", "perturb_latent", "interpolate_latent"]
 
-SAMPLERS = ("mixture", "prior")
+from augment.constants import SAMPLERS  # noqa: E402  (re-exported)
 
 
 def sample_prior(n: int, latent_dim: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:

@@ -28,8 +28,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import ValidationError
 
 from augment.errors import AugmentError
-from augment.job import JobSpec, plan_job
-from augment.shards import shard_chunks
+from augment.batch.plan import plan_job
+from augment.batch.spec import JobSpec
+from augment.batch.chunks import shard_chunks
 from serving import formats
 from serving.limits import BodyLimitMiddleware
 from serving.models import MAX_SEED, SAMPLERS, GenerateRequest, PerturbRequest, RequestError, error_body

@@ -6,11 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from augment.constants import SAMPLERS
+
 __all__ = ["GenerateRequest", "PerturbRequest", "RequestError", "error_body", "SAMPLERS", "MAX_SEED", "Sampler"]
 
-SAMPLERS = ("mixture", "prior")
 MAX_SEED = 2**63 - 1
-Sampler = Literal["mixture", "prior"]
+Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]  (the tuple of augment.constants)
 
 
 class GenerateRequest(BaseModel):

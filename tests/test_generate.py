@@ -22,8 +22,10 @@ from click.testing import CliRunner
 
 from augment.cli import cli
 from augment.errors import AugmentError, ClassNameError
-from augment.job import JobSpec, parse_class_counts, resolve_counts, run_job
-from augment.plan import largest_remainder, plan_shards, plan_source_shards, shard_rng
+from augment.batch.counts import parse_class_counts, resolve_counts
+from augment.batch.run import run_job
+from augment.batch.spec import JobSpec
+from augment.batch.plan import largest_remainder, plan_shards, plan_source_shards, shard_rng
 
 
 def invoke(*args: str):
@@ -282,7 +284,7 @@ def test_generate_never_imports_torch(table_bundle, tmp_path):
         f" '--engine', 'local', '--out', {str(tmp_path / 'o')!r}])\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
-        "import augment.engines, augment.manifest, augment.shards\n"
+        "import augment.batch.engines, augment.batch.manifest, augment.batch.write\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -340,10 +342,11 @@ def test_ctrl_c_leaves_no_manifest_and_resume_finishes(table_bundle, tmp_path):
 
 def test_decode_lanes_give_the_same_bytes(table_bundle, tmp_path, monkeypatch):
     """A shard's chunks decoded by 3 threads (each chunk its own random stream) = by one thread, byte for byte."""
-    import augment.shards as shards
+    import augment.batch.chunks as chunks
+    import augment.batch.write as shards
     from augment.generator import Generator
 
-    monkeypatch.setattr(shards, "MAX_CHUNK_ROWS", 64)
+    monkeypatch.setattr(chunks, "MAX_CHUNK_ROWS", 64)
     gen = Generator.from_path(table_bundle, batch_size=16, threads=1)
     spec = JobSpec(counts=((0, 300), (1, 130)), seed=3, rows_per_file=200)
     plan = plan_shards(dict(spec.counts), spec.rows_per_file)
@@ -370,7 +373,7 @@ class ThreadSpy:
 
 
 def test_threads_are_lanes_for_sampling_and_session_threads_otherwise(gen, source_file, tmp_path):
-    from augment.shards import write_shards
+    from augment.batch.write import write_shards
 
     shard = plan_shards({0: 20})[0]
     asked: list = []
@@ -379,7 +382,7 @@ def test_threads_are_lanes_for_sampling_and_session_threads_otherwise(gen, sourc
     asked.clear()
     (tmp_path / "p").mkdir()
     spec = JobSpec(mode="perturb", counts=((0, 20),), source=str(source_file), noise=1.0)
-    src = __import__("augment.job", fromlist=["x"])._load_source(spec, gen)
+    src = __import__("augment.batch.run", fromlist=["x"])._load_source(spec, gen)
     write_shards(ThreadSpy(gen, asked), spec, [(shard, src)], tmp_path / "p", threads=2)
     assert asked == [2]  # one lane, onnxruntime on both cores
     assert gen.with_threads(1) is gen.with_threads(1)  # sessions made once per thread count
@@ -397,7 +400,7 @@ def test_threads_option_same_bytes_and_recorded(table_bundle, tmp_path):
 
 
 def test_auto_engine_choice(monkeypatch):
-    from augment.engines import LocalEngine, RayEngine, choose_engine
+    from augment.batch.engines import LocalEngine, RayEngine, choose_engine
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert isinstance(choose_engine("auto", address="h:1", workers=None), RayEngine)

@@ -54,11 +54,12 @@ class Bar:
 
 def test_ray_worker_dies_mid_shard_is_retried(ray_local, table_bundle, source_file_factory, tmp_path, monkeypatch):
     """Also: the progress the workers report after each chunk adds up to the rows, the rerun shard counted once."""
-    import augment.job
+    import augment.batch.run
     from augment.generator import Generator
-    from augment.job import JobSpec, run_job
+    from augment.batch.run import run_job
+    from augment.batch.spec import JobSpec
 
-    monkeypatch.setattr(augment.job, "_progress_bar", Bar)
+    monkeypatch.setattr(augment.batch.run, "_progress_bar", Bar)
 
     gen = Generator.from_path(table_bundle)
     src = source_file_factory(tmp_path)

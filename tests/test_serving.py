@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from augment.errors import InputError, SchemaError
-from augment.plan import chunk_rng, plan_shards
+from augment.batch.plan import chunk_rng, plan_shards
 from serving import formats
 from serving.app import create_app
 from serving.settings import ServeSettings
@@ -515,7 +515,8 @@ def test_real_image_bundle_classes_are_strings_of_ints(image_bundle):
 def test_generate_and_perturb_give_the_rows_augment_generate_writes(table_client, table_bundle, tmp_path):
     """Same bundle, seed and counts (or source rows): the service's rows are the batch job's files, in plan order."""
     from augment.generator import Generator
-    from augment.job import JobSpec, run_job
+    from augment.batch.run import run_job
+    from augment.batch.spec import JobSpec
 
     gen = Generator.from_path(table_bundle, threads=1)
     quiet = dict(engine="local", progress=False, echo=lambda *_: None)

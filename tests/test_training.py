@@ -232,7 +232,7 @@ def test_info_on_a_tampered_bundle_is_a_one_line_error(tmp_path, table_bundle):
 
 
 def test_generation_side_never_imports_torch():
-    modules = ["augment.cli", "augment.generator", "augment.job", "augment.commands.generate", "augment.commands.info",
+    modules = ["augment.cli", "augment.generator", "augment.batch.run", "augment.commands.generate", "augment.commands.info",
                "augment.commands.evaluate", "serving.app"]
     code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + \
            "print('torch' in sys.modules)"

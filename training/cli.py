@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from augment.cli import run_command
+from augment.constants import DEVICES
 
 __all__ = ["train", "demo"]
 
@@ -36,7 +37,7 @@ def _image_shape(ctx, param, value):
 @click.option("--beta", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Weight of the KL term.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--class-balance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Draw batches with weights count(class)**-B: 0 = data proportions, 1 = balanced classes.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: all cores; 1 on a busy machine).")
@@ -130,7 +131,8 @@ def demo(out, per_class, epochs, seed, quiet):
     import shutil
 
     from augment.generator import Generator
-    from augment.job import JobSpec, run_job
+    from augment.batch.run import run_job
+    from augment.batch.spec import JobSpec
     from training.api import train as train_bundle
     from training.config import TrainConfig
 

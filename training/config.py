@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 __all__ = ["TrainConfig"]
 
-_DEVICES = ("auto", "cpu", "cuda")
+from augment.constants import DEVICES as _DEVICES  # noqa: E402
 # Image models jitter their training batches by default below this many images per class (on average). On
 # MNIST with 20 images per class it turns synthetic data from a loss (-2.5 accuracy points) into a gain
 # (+7 to +8); benchmarks/bench_small_data.py.

@@ -14,6 +14,7 @@ import sys
 import click
 
 from augment.cli import run_command
+from augment.constants import MODES, SAMPLERS
 
 __all__ = ["generate"]
 
@@ -21,7 +22,7 @@ __all__ = ["generate"]
 @click.command("generate")
 @click.option("--model", "model", required=True, type=click.Path(), help="Bundle folder written by `augment train`.")
 @click.option("--out", "out", required=True, type=click.Path(), help="Output folder of Parquet files + _manifest.json.")
-@click.option("--mode", type=click.Choice(["sample", "perturb", "interpolate"]), default="sample", show_default=True,
+@click.option("--mode", type=click.Choice(MODES), default="sample", show_default=True,
               help="sample: new rows per class; perturb: around real rows of --from; interpolate: between pairs.")
 @click.option("--per-class", type=int, default=None,
               help="Rows per class (sample); rows per class from random --from rows (perturb).")
@@ -36,7 +37,7 @@ __all__ = ["generate"]
               help="Perturb: z = mu + noise * sigma * eps (in units of the posterior's spread).")
 @click.option("--pairs", type=int, default=None, help="Interpolate: pairs of same-class --from rows.")
 @click.option("--steps", type=int, default=None, help="Interpolate: rows per pair, ends included (>= 2).")
-@click.option("--sampler", type=click.Choice(["mixture", "prior"]), default="mixture", show_default=True,
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="mixture", show_default=True,
               help="Latent draws: the fitted per-class mixture or the N(0, T^2 I) prior.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of latent and output noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Job seed: same seed, same bytes.")
@@ -66,8 +67,9 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
     from augment.generator import Generator
-    from augment.job import JobSpec, resolve_counts
-    from augment.plan import DEFAULT_ROWS_PER_FILE
+    from augment.batch.counts import resolve_counts
+    from augment.batch.spec import JobSpec
+    from augment.batch.plan import DEFAULT_ROWS_PER_FILE
 
     if workers is not None and workers < 1:
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
@@ -100,7 +102,7 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
                    source=str(source) if source else None, per_example=per_example, noise=noise, pairs=pairs,
                    steps=steps, keep_consistent=keep_consistent, min_distance=threshold,
                    reference=os.path.abspath(reference) if threshold is not None else None)
-    from augment.job import run_job
+    from augment.batch.run import run_job
 
     try:
         run_job(gen, spec, out, engine=engine, workers=workers, threads=threads, ray_address=ray_address, resume=resume,

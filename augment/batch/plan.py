@@ -20,6 +20,7 @@ __all__ = [
     "chunk_rng",
     "largest_remainder",
     "DEFAULT_ROWS_PER_FILE",
+    "plan_job",
 ]
 
 DEFAULT_ROWS_PER_FILE = 100_000
@@ -123,3 +124,12 @@ def _shard_seed(job_seed: int, class_index: int, shard_index: int, extra: tuple 
         raise ValueError(f"the job seed must be >= 0, got {job_seed}")
     key = (0, class_index, shard_index) if class_index >= 0 else (1, 0, shard_index)
     return np.random.SeedSequence(int(job_seed), spawn_key=key + tuple(extra))
+
+
+def plan_job(spec, source=None) -> list[Shard]:
+    """The shards of a job: per class for sampling (and perturb --per-class), else over the source's rows."""
+    if spec.mode == "sample" or (spec.mode == "perturb" and spec.per_example is None):
+        return plan_shards(dict(spec.counts), spec.rows_per_file)
+    if spec.mode == "perturb":
+        return plan_source_shards(source.num_rows, spec.per_example, spec.rows_per_file)
+    return plan_source_shards(spec.pairs, spec.steps, spec.rows_per_file)

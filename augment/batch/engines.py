@@ -1,6 +1,6 @@
 """Engines run a job's shards: in this process (``local``) or on Ray actors (``ray``), with the same bytes.
 
-Both call ``augment.shards.write_shards``: the local engine once for every shard, each Ray actor once per shard
+Both call ``augment.batch.write.write_shards``: the local engine once for every shard, each Ray actor once per shard
 it is handed. On Ray every actor loads the bundle once, writes its own files (the output folder must be visible
 to every node: a shared or network file system on a cluster), and the driver keeps at most ``2 * workers``
 shards in flight, so neither driver nor worker memory grows with the rows of a job. A worker that dies is
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from augment.errors import AugmentError
-from augment.plan import Shard
+from augment.batch.plan import Shard
 
 __all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address"]
 
@@ -31,7 +31,7 @@ class LocalEngine:
     """This machine, no Ray: in this process, or in a pool of ``processes`` spawned worker processes.
 
     In process (the default), ``threads`` decode lanes (one per core) share one-thread onnxruntime sessions and
-    a writer thread writes the files (``augment.shards.write_shards``): no start-up cost beyond loading the
+    a writer thread writes the files (``augment.batch.write.write_shards``): no start-up cost beyond loading the
     bundle. ``workers`` > 1 runs shards on that many spawned processes instead, each loading the bundle once
     and writing whole shards like a Ray actor, for a second or two of start-up (imports and bundle load); it
     pays off only for the modes that a process decodes in one lane (perturb, interpolate, row filters).
@@ -54,7 +54,7 @@ class LocalEngine:
 
     def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
             on_rows: Callable[[int], None], on_shard: Callable[[dict], None], shards: int = 1) -> list[dict]:
-        from augment.shards import write_shards
+        from augment.batch.write import write_shards
 
         cores = os.cpu_count() or 1
         self.processes = min(self.workers or 1, max(1, shards)) if _can_spawn() else 1
@@ -107,8 +107,8 @@ def _pool_init(bundle_path: str, threads: int, progress, held) -> None:
 
 
 def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict:
-    from augment.job import JobSpec
-    from augment.shards import write_shards
+    from augment.batch.spec import JobSpec
+    from augment.batch.write import write_shards
 
     source = _WORKER["held"] if source == "held" else source
     progress = _WORKER["progress"]
@@ -230,8 +230,8 @@ def _shard_actor_class():
 
         def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None,
                 progress=None) -> dict:
-            from augment.job import JobSpec
-            from augment.shards import write_shards
+            from augment.batch.spec import JobSpec
+            from augment.batch.write import write_shards
 
             shard = Shard.from_json(shard_json)
             written = 0

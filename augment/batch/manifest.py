@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from augment import __version__
 from augment.errors import AugmentError, OutputExistsError
-from augment.plan import Shard
-from augment.shards import TMP_PREFIX, sha256_file
+from augment.batch.plan import Shard
+from augment.batch.write import TMP_PREFIX, sha256_file
 
 __all__ = ["MANIFEST", "JOB_FILE", "FORMAT", "prepare_out_dir", "write_json_atomic", "check_job_file",
            "verified_shards", "remove_temporaries", "read_manifest"]
@@ -97,7 +97,7 @@ def check_job_file(out: Path, job: dict) -> None:
 
 def verified_shards(out: Path, shards: list[Shard], schema: pa.Schema, label: str | None) -> dict[str, dict]:
     """Planned files already complete: footer readable, planned rows and schema. Others are deleted."""
-    from augment.shards import label_counts
+    from augment.batch.write import label_counts
 
     done: dict[str, dict] = {}
     for shard in shards:
