@@ -28,45 +28,15 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import ValidationError
 
 from augment.errors import AugmentError
-from augment.batch.plan import plan_job
-from augment.batch.spec import JobSpec
-from augment.batch.chunks import shard_chunks
+from augment.rows import generate_table, perturb_table
 from serving import formats
 from serving.limits import BodyLimitMiddleware
 from serving.models import MAX_SEED, SAMPLERS, GenerateRequest, PerturbRequest, RequestError, error_body
 from serving.settings import ServeSettings, read_api_key
 
-__all__ = ["create_app", "generate_table", "perturb_table"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("augment.serving")
-
-
-# --- what the generator is asked (the same plan and seeds as `augment generate`) ---------------------------
-
-
-def generate_table(gen: Any, counts: dict[int, int], seed: int, *, sampler: str, temperature: float) -> pa.Table:
-    """Rows for per-class counts (class index -> rows): the rows `augment generate` writes for them, in plan
-    order. The batch job's own plan and shard decoder make them, so the two cannot drift apart."""
-    spec = JobSpec(mode="sample", counts=tuple(sorted(counts.items())), seed=seed, sampler=sampler, temperature=temperature)
-    return _concat(gen, [chunk for shard in plan_job(spec) for chunk in shard_chunks(gen, spec, shard)])
-
-
-def perturb_table(gen: Any, table: pa.Table, per_example: int, noise: float, seed: int) -> pa.Table:
-    """``per_example`` perturbed rows per source row (``augment_source_row`` indexes the request's rows): the rows
-    `augment generate --mode perturb --per-example N --from <these rows>` writes, in plan order."""
-    spec = JobSpec(mode="perturb", source="<request body>", per_example=per_example, noise=noise, seed=seed)
-    chunks = [
-        chunk
-        for shard in plan_job(spec, table)
-        for chunk in shard_chunks(gen, spec, shard, table.slice(shard.offset, shard.units))
-    ]
-    return _concat(gen, chunks)
-
-
-def _concat(gen: Any, tables: list[pa.Table]) -> pa.Table:
-    if not tables:
-        return gen.output_schema.empty_table()
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 # --- the service state (one per process) --------------------------------------------------------------------
@@ -221,7 +191,8 @@ def create_app(
         meta = {"counts": names, "seed": seed, "bundle_sha256": service.sha256, "sampler": body.sampler, "temperature": body.temperature}
 
         def work() -> bytes:
-            table = generate_table(gen, counts, seed, sampler=body.sampler, temperature=body.temperature)
+            table = generate_table(gen, counts, seed, sampler=body.sampler, temperature=body.temperature,
+                                   provenance=body.provenance)
             return _encode(table, media_type, meta)
 
         return Response(await service.run(work), media_type=media_type, headers=_meta_headers(meta))
@@ -252,6 +223,7 @@ def create_app(
         per_example: Annotated[int | None, Query(ge=1, description="Parquet/Arrow bodies only")] = None,
         noise: Annotated[float | None, Query(ge=0, le=100, allow_inf_nan=False, description="Parquet/Arrow bodies only")] = None,
         seed: Annotated[int | None, Query(ge=0, le=MAX_SEED, description="Parquet/Arrow bodies only")] = None,
+        provenance: Annotated[bool, Query(description="Parquet/Arrow bodies only: add the augment_* columns")] = False,
     ) -> Response:
         """Encode real rows, move each latent by noise x its posterior spread, decode with its own label."""
         gen = service.ready()
@@ -259,7 +231,7 @@ def create_app(
         content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         body = await request.body()
         if content_type == formats.JSON:
-            if per_example is not None or noise is not None or seed is not None:
+            if per_example is not None or noise is not None or seed is not None or provenance:
                 raise RequestError(422, ["query"], "with a JSON body, send per_example, noise and seed in the body", "value_error")
             try:
                 req = PerturbRequest.model_validate(orjson.loads(body))
@@ -269,7 +241,7 @@ def create_app(
                 raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
             _check_rows(service, len(req.rows) * req.per_example, ["body", "rows"])
             table = await service.run(lambda: _columns(["body", "rows"], formats.rows_to_table, req.rows, service.input_schema))
-            per_example, noise, seed = req.per_example, req.noise, req.seed
+            per_example, noise, seed, provenance = req.per_example, req.noise, req.seed, req.provenance
         elif content_type in (formats.PARQUET, formats.ARROW_STREAM):
             per_example = 1 if per_example is None else per_example
             noise = 1.0 if noise is None else noise
@@ -284,7 +256,7 @@ def create_app(
         meta = {"source_rows": table.num_rows, "per_example": per_example, "noise": noise, "seed": seed, "bundle_sha256": service.sha256}
 
         def work() -> bytes:
-            return _encode(perturb_table(gen, table, per_example, noise, seed), media_type, meta)
+            return _encode(perturb_table(gen, table, per_example, noise, seed, provenance=provenance), media_type, meta)
 
         return Response(await service.run(work), media_type=media_type, headers=_meta_headers(meta))
 

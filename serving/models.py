@@ -27,6 +27,7 @@ class GenerateRequest(BaseModel):
     sampler: Sampler = Field(default="mixture", description="latent sampler: the fitted per-class mixture, or the N(0, T^2 I) prior")
     temperature: float = Field(default=1.0, gt=0, le=100, allow_inf_nan=False, description="scale of the latent and output noise")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="random seed; drawn and returned when omitted")
+    provenance: bool = Field(default=False, description="add the augment_* provenance columns (mode, source rows)")
 
     @model_validator(mode="after")
     def _one_way_of_counting(self) -> "GenerateRequest":
@@ -48,6 +49,7 @@ class PerturbRequest(BaseModel):
     per_example: int = Field(default=1, ge=1, description="perturbed rows per source row")
     noise: float = Field(default=1.0, ge=0, le=100, allow_inf_nan=False, description="noise in units of the posterior's spread")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="random seed; drawn and returned when omitted")
+    provenance: bool = Field(default=False, description="add the augment_* provenance columns (augment_source_row ...)")
 
 
 class RequestError(Exception):

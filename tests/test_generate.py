@@ -94,7 +94,7 @@ def test_plans_cover_rows_and_streams_differ():
 def test_generate_exact_rows_manifest_and_schema(table_bundle, gen, tmp_path):
     out = tmp_path / "synth"
     r = invoke("--model", table_bundle, "--class-counts", "yes=130,no=70", "--rows-per-file", 50, "--out", out,
-               "--engine", "local", "--seed", 7)
+               "--engine", "local", "--seed", 7, "--provenance")
     assert r.exit_code == 0, r.output
     assert "wrote 200 rows" in r.output
     m = json.loads((out / "_manifest.json").read_text())
@@ -194,7 +194,7 @@ def test_resume_refuses_a_different_job(table_bundle, gen, tmp_path):
 def test_perturb_keeps_labels_and_provenance(table_bundle, source_file, mixed_table, tmp_path):
     out = tmp_path / "p"
     r = invoke("--model", table_bundle, "--mode", "perturb", "--from", source_file, "--per-example", 3,
-               "--noise", 0.5, "--rows-per-file", 250, "--out", out)
+               "--noise", 0.5, "--rows-per-file", 250, "--out", out, "--provenance")
     assert r.exit_code == 0, r.output
     t = ds.dataset(out, format="parquet").to_table().to_pandas()
     assert len(t) == 3 * mixed_table.num_rows and len(list(out.glob("part=*.parquet"))) == 5
@@ -203,7 +203,7 @@ def test_perturb_keeps_labels_and_provenance(table_bundle, source_file, mixed_ta
     assert (t["label"].to_numpy() == labels[t["augment_source_row"].to_numpy()]).all()
     assert set(t["augment_mode"]) == {"perturb"}
     r = invoke("--model", table_bundle, "--mode", "perturb", "--from", source_file, "--per-class", 40,
-               "--out", tmp_path / "pc")
+               "--out", tmp_path / "pc", "--provenance")
     t = ds.dataset(tmp_path / "pc", format="parquet").to_table().to_pandas()
     assert r.exit_code == 0 and t["label"].value_counts().to_dict() == {"no": 40, "yes": 40}
     assert (t["label"].to_numpy() == labels[t["augment_source_row"].to_numpy()]).all()
@@ -212,7 +212,7 @@ def test_perturb_keeps_labels_and_provenance(table_bundle, source_file, mixed_ta
 def test_interpolate_pairs_within_a_class(table_bundle, source_file, mixed_table, tmp_path):
     out = tmp_path / "i"
     assert invoke("--model", table_bundle, "--mode", "interpolate", "--from", source_file, "--pairs", 20,
-                  "--steps", 4, "--out", out).exit_code == 0
+                  "--steps", 4, "--out", out, "--provenance").exit_code == 0
     t = ds.dataset(out, format="parquet").to_table().to_pandas()
     labels = np.asarray(mixed_table.column("label").to_pylist())
     assert len(t) == 80 and np.allclose(sorted(set(t["augment_alpha"])), [0, 1 / 3, 2 / 3, 1])

@@ -192,7 +192,7 @@ def test_docs_and_openapi(client):
 
 
 def test_generate_counts_json(client):
-    r = client.post("/v1/generate", json={"counts": {"yes": 3, "no": 2}, "seed": 7})
+    r = client.post("/v1/generate", json={"counts": {"yes": 3, "no": 2}, "seed": 7, "provenance": True})
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     body = r.json()
     assert body["counts"] == {"no": 2, "yes": 3} and body["seed"] == 7 and body["bundle_sha256"] == "ab" * 32
@@ -206,7 +206,7 @@ def test_generate_counts_json(client):
 def test_generate_follows_the_shard_plan():
     gen = FakeGenerator()
     with client_for(gen) as c:
-        rows = c.post("/v1/generate", json={"counts": {"yes": 3, "no": 2}, "seed": 11}).json()["rows"]
+        rows = c.post("/v1/generate", json={"counts": {"yes": 3, "no": 2}, "seed": 11, "provenance": True}).json()["rows"]
     expected = pa.concat_tables(
         [gen.sample(s.class_index, s.rows, chunk_rng(11, s.class_index, s.index, 0)) for s in plan_shards({0: 2, 1: 3})]
     )
@@ -352,7 +352,7 @@ def test_api_key_env_unset_fails_at_start(monkeypatch):
 
 def test_perturb_json(client):
     rows = real_rows(4)
-    r = client.post("/v1/perturb", json={"rows": rows, "per_example": 3, "noise": 0.5, "seed": 2})
+    r = client.post("/v1/perturb", json={"rows": rows, "per_example": 3, "noise": 0.5, "seed": 2, "provenance": True})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["source_rows"] == 4 and body["per_example"] == 3 and body["seed"] == 2
@@ -369,11 +369,11 @@ def test_perturb_binary_body_and_response(client, media_type):
         "income", pa.array([1.0, None, 2.0, None, 3.0], pa.float32())  # another order and a castable type
     )
     body = formats.encode_table(table, media_type)
-    r = client.post("/v1/perturb?per_example=2&seed=5", content=body, headers={"content-type": media_type, "accept": ARROW})
+    r = client.post("/v1/perturb?per_example=2&seed=5&provenance=true", content=body, headers={"content-type": media_type, "accept": ARROW})
     assert r.status_code == 200, r.text
     out = pa.ipc.open_stream(r.content).read_all()
     assert out.column("augment_source_row").to_pylist() == [i for i in range(5) for _ in range(2)]
-    same = client.post("/v1/perturb", json={"rows": rows, "per_example": 2, "seed": 5})
+    same = client.post("/v1/perturb", json={"rows": rows, "per_example": 2, "seed": 5, "provenance": True})
     assert same.json()["rows"] == out.to_pylist()
 
 
@@ -479,17 +479,19 @@ def test_real_table_bundle_generate_and_perturb(table_client, table_bundle):
     info = table_client.get("/v1/model").json()
     assert info["classes"] == ["no", "yes"] and info["modality"] == "table"
     assert "metrics" in info["training"]
-    body = table_client.post("/v1/generate", json={"counts": {"yes": 30, "no": 20}, "seed": 9}).json()
+    body = table_client.post("/v1/generate", json={"counts": {"yes": 30, "no": 20}, "seed": 9, "provenance": True}).json()
     gen = Generator.from_path(table_bundle, threads=1)
     expected = pa.concat_tables(
         [gen.sample(s.class_index, s.rows, chunk_rng(9, s.class_index, s.index, 0)) for s in plan_shards({0: 20, 1: 30})]
     )
     assert body["rows"] == orjson.loads(orjson.dumps(expected.to_pylist()))  # NaN -> null as JSON has it
-    r = table_client.post("/v1/generate", json={"counts": {"yes": 30, "no": 20}, "seed": 9}, headers={"accept": PARQUET})
+    r = table_client.post("/v1/generate", json={"counts": {"yes": 30, "no": 20}, "seed": 9, "provenance": True},
+                          headers={"accept": PARQUET})
     assert pq.read_table(io.BytesIO(r.content)).replace_schema_metadata(None).equals(expected)
 
     source = [{k: v for k, v in row.items() if not k.startswith("augment_")} for row in body["rows"][:6]]
-    out = table_client.post("/v1/perturb", json={"rows": source, "per_example": 2, "noise": 0.3, "seed": 1}).json()["rows"]
+    out = table_client.post("/v1/perturb", json={"rows": source, "per_example": 2, "noise": 0.3, "seed": 1,
+                                                   "provenance": True}).json()["rows"]
     assert len(out) == 12
     assert [row["label"] for row in out] == [row["label"] for row in source for _ in range(2)]
     assert [row["augment_source_row"] for row in out] == [i for i in range(6) for _ in range(2)]

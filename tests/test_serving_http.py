@@ -58,7 +58,8 @@ def check_endpoints(base: str, headers: dict | None = None) -> list[dict]:
     bad = httpx.post(f"{base}/v1/generate", json={"counts": {"maybe": 1}}, headers=headers)
     assert bad.status_code == 422 and "known classes: 'no', 'yes'" in bad.text
     source = [{k: v for k, v in row.items() if not k.startswith("augment_")} for row in rows[:3]]
-    out = httpx.post(f"{base}/v1/perturb", json={"rows": source, "per_example": 2, "seed": 1}, headers=headers)
+    out = httpx.post(f"{base}/v1/perturb", json={"rows": source, "per_example": 2, "seed": 1, "provenance": True},
+                     headers=headers)
     assert out.status_code == 200, out.text
     assert [row["augment_source_row"] for row in out.json()["rows"]] == [0, 0, 1, 1, 2, 2]
     return rows

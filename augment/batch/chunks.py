@@ -23,11 +23,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from augment.batch.source import Source
     from augment.batch.spec import JobSpec
 
-__all__ = ["ShardStats", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_rows", "uses_lanes"]
+__all__ = ["ShardStats", "output_schema", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_rows", "uses_lanes"]
 
 CHUNK_BYTES = 16 << 20  # target in-memory size of one chunk (= one Parquet row group)
 MAX_CHUNK_ROWS = 65_536
 KEEP_CONSISTENT_MAX_DRAWS = 50  # give up when a shard needs more than this many times its rows
+
+
+def output_schema(gen, spec: JobSpec) -> pa.Schema:
+    """The columns a job writes: the real data's, plus the provenance columns when the spec asks for them."""
+    return gen.output_schema if spec.provenance else gen.schema
+
+
+def _columns(gen, spec: JobSpec, table: pa.Table) -> pa.Table:
+    return table if spec.provenance else table.select(gen.schema.names)
 
 
 def chunk_rows(schema: pa.Schema, batch: int = 1) -> int:
@@ -136,7 +145,7 @@ def sample_chunk_rows(shard: Shard, step: int) -> list[int]:
 def sample_chunk(gen, spec: JobSpec, shard: Shard, k: int, n: int) -> pa.Table:
     """Chunk ``k`` of a sampled shard: ``n`` rows from the chunk's own stream, so chunks may run in any thread."""
     rng = chunk_rng(spec.seed, shard.class_index, shard.index, k)
-    return gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature)
+    return _columns(gen, spec, gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature))
 
 
 def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStats | None = None) -> Iterator[pa.Table]:
@@ -149,7 +158,7 @@ def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStat
         for chunk in raw:
             stats.drawn += chunk.num_rows
             stats.kept += chunk.num_rows
-            yield chunk
+            yield _columns(gen, spec, chunk)
         return
     exact = spec.mode == "sample"  # sampling tops up to the planned rows; other modes just drop
     for chunk in raw:
@@ -163,7 +172,7 @@ def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStat
         stats.drawn += consumed
         stats.kept += kept.num_rows
         if kept.num_rows:
-            yield kept
+            yield _columns(gen, spec, kept)
         if exact and stats.kept >= shard.rows:
             return
         if exact and stats.drawn > KEEP_CONSISTENT_MAX_DRAWS * max(shard.rows, getattr(gen, "batch_size", 1)):

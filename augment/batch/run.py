@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from augment.batch.chunks import output_schema
 from augment.batch.plan import Shard, plan_job
 from augment.batch.source import Source, open_source
 from augment.batch.spec import JobSpec
@@ -148,7 +149,7 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
             return finished
         check_job_file(out, job)
         remove_temporaries(out)
-        done = verified_shards(out, shards, gen.output_schema, label)
+        done = verified_shards(out, shards, output_schema(gen, spec), label)
     else:
         write_json_atomic(out / JOB_FILE, job)
     todo = {s.file_name for s in shards} - set(done)
@@ -168,7 +169,7 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     if getattr(runner, "startup_s", None) is not None:
         timings["ray_startup_s"] = round(runner.startup_s, 3)
     manifest = build_manifest(job=job, classes=gen.classes, results=results, timings=timings,
-                              engine=runner.describe(), schema=gen.output_schema)
+                              engine=runner.describe(), schema=output_schema(gen, spec))
     write_json_atomic(out / MANIFEST, manifest)  # last: from here on the folder is a result
     (out / JOB_FILE).unlink(missing_ok=True)
     echo(summary(manifest, out, resumed=len(done)))

@@ -30,6 +30,7 @@ class JobSpec:
     keep_consistent: bool = False
     min_distance: float | None = None  # drop rows closer than this to a --reference (training) row
     reference: str | None = None
+    provenance: bool = False  # write the augment_* provenance columns (mode, source rows, alpha)
 
     @property
     def filtered(self) -> bool:

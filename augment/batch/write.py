@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from augment.batch.chunks import ShardStats, chunk_rows, sample_chunk, sample_chunk_rows, shard_chunks, uses_lanes
+from augment.batch.chunks import ShardStats, chunk_rows, output_schema, sample_chunk, sample_chunk_rows, shard_chunks, uses_lanes
 from augment.batch.plan import Shard
 from augment.bundle import sha256_file
 from augment.errors import AugmentError
@@ -141,7 +141,7 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
         gen = gen.with_threads(threads)
     label = (getattr(gen, "bundle", None) and gen.bundle.json.get("label", {}).get("column")) or None
     items_q: queue.Queue = queue.Queue(maxsize=queue_size)
-    writer = _Writer(Path(out_dir), gen.output_schema, label, items_q, on_rows, on_shard)
+    writer = _Writer(Path(out_dir), output_schema(gen, spec), label, items_q, on_rows, on_shard)
     writer.start()
 
     def put(item) -> None:

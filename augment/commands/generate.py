@@ -59,11 +59,13 @@ __all__ = ["generate"]
 @click.option("--resume", is_flag=True, help="Finish an interrupted job in --out (same options).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (files, rows, estimated size and time); write nothing.")
+@click.option("--provenance", is_flag=True,
+              help="Add the augment_* columns: mode, source row(s) of perturb/interpolate, interpolation alpha.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
              noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, engine, workers,
-             threads, ray_address, resume, overwrite, dry_run, quiet) -> None:
+             threads, ray_address, resume, overwrite, dry_run, provenance, quiet) -> None:
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
     from augment.generator import Generator
@@ -101,7 +103,7 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
                    rows_per_file=rows_per_file or DEFAULT_ROWS_PER_FILE, sampler=sampler, temperature=temperature,
                    source=str(source) if source else None, per_example=per_example, noise=noise, pairs=pairs,
                    steps=steps, keep_consistent=keep_consistent, min_distance=threshold,
-                   reference=os.path.abspath(reference) if threshold is not None else None)
+                   reference=os.path.abspath(reference) if threshold is not None else None, provenance=provenance)
     from augment.batch.run import run_job
 
     try:
