@@ -20,12 +20,14 @@ import pyarrow.compute as pc
 
 from augment import arrays
 from augment import io as aio
-from augment.columns import COLUMN_KINDS, CategoricalColumn, ImageColumn, NumericColumn, type_from_str, type_to_str
+from augment.columns import (COLUMN_KINDS, MAX_CATEGORIES, RARE_MIN_ROWS, CategoricalColumn, IdentifierColumn,
+                             ImageColumn, NumericColumn, TemporalColumn, TooManyCategories, type_from_str, type_to_str)
+from augment.columns.detect import plan_column
 from augment.errors import ClassNameError, InputError, SchemaError
 
 __all__ = ["Codec", "Segment", "LabelSpec", "CODEC_FORMAT", "MAX_INT_CATEGORIES"]
 
-CODEC_FORMAT = 1
+CODEC_FORMAT = 2  # 2: temporal and identifier columns, non-finite states, rare values, dropped columns
 MAX_INT_CATEGORIES = 32  # an integer column with at most this many distinct values is categorical
 
 
@@ -34,7 +36,7 @@ class Segment:
     """Where one column lives in the encoder input (``in``) and the decoder output (``out``)."""
 
     name: str
-    kind: str  # "numeric" | "categorical" | "image"
+    kind: str  # "numeric" | "categorical" | "image": how the loss treats it (a temporal column has several)
     in_start: int
     in_stop: int
     out_start: int
@@ -73,26 +75,6 @@ class LabelSpec:
 _as_array = aio._as_array  # one Arrow array from a (chunked) column
 
 
-def _is_auto_categorical(t: pa.DataType) -> bool:
-    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)
-            or pa.types.is_dictionary(t))
-
-
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
-
-
-def _check_not_numeric_text(name: str, arr: pa.Array) -> None:
-    """A text column whose values are nearly all numbers is a numeric column with a typo: say where."""
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)) or arr.null_count == len(arr):
-        return
-    is_num = pc.fill_null(pc.match_substring_regex(arr, _NUMBER), True)
-    bad = len(arr) - pc.sum(is_num).as_py()
-    if 0 < bad <= 0.05 * (len(arr) - arr.null_count):
-        row = int(pc.index(is_num, False).as_py())
-        raise InputError(f"column {name!r} holds numbers but row {row} has the text {arr[row].as_py()!r}; "
-                         f"fix or null that value (a numeric column must hold only numbers)")
-
-
 def _is_label_type(t: pa.DataType) -> bool:
     v = t.value_type if pa.types.is_dictionary(t) else t
     return pa.types.is_integer(v) or pa.types.is_string(v) or pa.types.is_large_string(v) or pa.types.is_boolean(v)
@@ -106,8 +88,11 @@ def _fit_label(table: pa.Table, label: str | None) -> LabelSpec:
     arr = _as_array(table.column(label))
     if not _is_label_type(arr.type):
         raise SchemaError(f"label column {label!r} has type {arr.type}; allowed: integers, strings or booleans")
+    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
+        raise SchemaError(f"label column {label!r} holds no values (every row is null); choose another --label")
     if arr.null_count:
-        raise InputError(f"label column {label!r} has {arr.null_count} null values; every row needs a label")
+        raise InputError(f"label column {label!r} has {arr.null_count} null values; every row needs a label "
+                         f"(--drop-null-labels drops those rows)")
     values = arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
     vc = pc.value_counts(values)
     classes, counts = vc.field("values"), vc.field("counts")
@@ -122,45 +107,56 @@ def _fit_label(table: pa.Table, label: str | None) -> LabelSpec:
 class Codec:
     """Fitted per-column codecs plus the label; see the module docstring."""
 
-    def __init__(self, *, modality: str, columns: list, label: LabelSpec, image_shape: tuple[int, int, int] | None = None):
+    def __init__(self, *, modality: str, columns: list, label: LabelSpec, image_shape: tuple[int, int, int] | None = None,
+                 dropped: list[str] | None = None):
         self.modality = modality
         self.columns = list(columns)
         self.label = label
         self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
-        segments, i, o = [], 0, 0
-        for col in self.columns:
-            segments.append(Segment(col.name, col.kind, i, i + col.in_dim, o, o + col.out_dim, bool(col.has_nulls),
-                                    int(getattr(col, "spike_dim", 0))))
-            i, o = i + col.in_dim, o + col.out_dim
+        self.dropped = list(dropped or [])  # columns left out of the model and the output (--drop)
+        segments, spans, i, o = [], [], 0, 0
+        for col in self.columns:  # a column is one or more segments (a timestamp: day, time, weekday), or none
+            spans.append((i, i + col.in_dim, o, o + col.out_dim))
+            for suffix, kind, n_in, n_out, nulls, spikes in col.parts():
+                segments.append(Segment(col.name + suffix, kind, i, i + n_in, o, o + n_out, bool(nulls), int(spikes)))
+                i, o = i + n_in, o + n_out
         self.segments: list[Segment] = segments
+        self._spans = spans
         self.input_dim, self.output_dim = i, o
 
     # ---- fitting -------------------------------------------------------------------------------------------
     @classmethod
     def fit(cls, table: pa.Table, *, label: str | None, image_shape: tuple[int, int, int] | None = None,
-            n_quantiles: int = 1000, max_categories: int = 1000, categorical: list[str] | None = None,
-            numeric: list[str] | None = None, max_int_categories: int = MAX_INT_CATEGORIES) -> "Codec":
-        """Fit on the training split.
+            n_quantiles: int = 1000, max_categories: int = MAX_CATEGORIES, categorical: list[str] | None = None,
+            numeric: list[str] | None = None, max_int_categories: int = MAX_INT_CATEGORIES,
+            ids: list[str] | None = None, drop: list[str] | None = None, rare_min_rows: int = RARE_MIN_ROWS,
+            keep_rare: bool = False) -> "Codec":
+        """Fit on the training split (``augment.columns.detect`` says which codec each column gets).
 
         Strings, booleans and dictionaries are categorical; so is an integer column with at most
         ``max_int_categories`` distinct values (a day of the month, a count of children): its values are often
         lumpy in ways a smooth numeric model misses (calls cluster on some dates), which a real-vs-synthetic
-        classifier spots at once. ``categorical`` / ``numeric`` force the named columns either way.
+        classifier spots at once. ``categorical`` / ``numeric`` / ``ids`` force the named columns; ``drop``
+        leaves columns out of the model and the output. Every unusable column is reported in one error.
         """
         spec = _fit_label(table, label)
-        features = [c for c in table.column_names if c != label]
+        dropped = list(dict.fromkeys(drop or ()))
+        features = [c for c in table.column_names if c != label and c not in dropped]
+        forcing = {"categorical": set(categorical or ()), "numeric": set(numeric or ()), "identifier": set(ids or ())}
+        known = [c for c in table.column_names if c != label]
+        unknown = {what: sorted(names - set(known)) for what, names in [("drop", set(dropped)), *forcing.items()]}
+        bad = "; ".join(f"{what} columns {names} not found" for what, names in unknown.items() if names)
+        if bad:
+            raise SchemaError(f"{bad}; feature columns: {known}")
+        names = [n for w, ns in forcing.items() for n in ns]
+        twice = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(dropped)))
+        if twice:
+            raise SchemaError(f"columns {twice} are given more than one of --categorical, --numeric, --id, --drop")
         if not features:
             raise SchemaError(f"no feature columns besides the label {label!r}; columns: {table.column_names}")
         if table.num_rows < 2:
             raise InputError(f"the table has {table.num_rows} rows; at least 2 are needed")
-        forced, as_numeric = set(categorical or ()), set(numeric or ())
-        for what, names in (("categorical", forced), ("numeric", as_numeric)):
-            unknown = names - set(features)
-            if unknown:
-                raise SchemaError(f"{what} columns {sorted(unknown)} not found; feature columns: {features}")
-        if forced & as_numeric:
-            raise SchemaError(f"columns {sorted(forced & as_numeric)} are asked to be both categorical and numeric")
-        images = [c for c in aio.detect_image_columns(table) if c != label]
+        images = [c for c in aio.detect_image_columns(table) if c != label and c not in dropped]
         if images:
             others = [c for c in features if c not in images[:1]]
             if others:
@@ -168,26 +164,27 @@ class Codec:
             name = images[0]
             shape = aio.image_shape_of(table, name, image_shape)
             col = ImageColumn.fit(name, _as_array(table.column(name)), shape)
-            return cls(modality="image", columns=[col], label=spec, image_shape=shape)
-        columns = []
+            return cls(modality="image", columns=[col], label=spec, image_shape=shape, dropped=dropped)
+        forced_of = {n: w for w, ns in forcing.items() for n in ns}
+        columns, problems = [], []
         for name in features:
             arr = _as_array(table.column(name))
-            t = arr.type
-            if name not in forced:
-                _check_not_numeric_text(name, arr)
-            few = (name not in as_numeric and pa.types.is_integer(t)
-                   and pc.count_distinct(arr.drop_null()).as_py() <= max_int_categories)
-            if name in as_numeric and not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
-                raise SchemaError(f"column {name!r} of type {t} cannot be numeric; allowed: integers, floats")
-            if name in forced or _is_auto_categorical(t) or few:
-                if name in forced and not (_is_auto_categorical(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
-                    raise SchemaError(f"column {name!r} of type {t} cannot be categorical; allowed: strings, booleans, integers, floats")
-                columns.append(CategoricalColumn.fit(name, arr, max_categories=max_categories))
-            elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t):
-                columns.append(NumericColumn.fit(name, arr, n_quantiles=n_quantiles))
-            else:
-                raise SchemaError(f"column {name!r} has type {t}; allowed: integers, floats, strings, booleans, dictionary, or one image column")
-        return cls(modality="table", columns=columns, label=spec)
+            plan = plan_column(name, arr, forced=forced_of.get(name), max_categories=max_categories,
+                               max_int_categories=max_int_categories)
+            if plan.problem is not None:
+                problems.append(f"{name!r} {plan.problem}")
+                continue
+            try:
+                columns.append(_FITTERS[plan.kind](name, arr, n_quantiles=n_quantiles, max_categories=max_categories,
+                                                   rare_min_rows=rare_min_rows, keep_rare=keep_rare))
+            except TooManyCategories as err:
+                problems.append(f"{name!r} has {err.count:,} distinct values, more than --max-categories "
+                                f"{max_categories}: --max-categories {err.count}, --drop {name} or --id {name}")
+            except SchemaError as err:
+                problems.append(str(err))
+        if problems:
+            raise SchemaError(f"{len(problems)} column(s) cannot be modelled: " + "; ".join(problems))
+        return cls(modality="table", columns=columns, label=spec, dropped=dropped)
 
     # ---- forward (training, perturb) -----------------------------------------------------------------------
     @property
@@ -200,7 +197,7 @@ class Codec:
         return pa.schema([pa.field(c.name, c.arrow_type) for c in self.columns])
 
     def _check_columns(self, table: pa.Table) -> None:
-        missing = [c for c in self.column_names if c not in table.column_names]
+        missing = [c.name for c in self.columns if c.in_dim and c.name not in table.column_names]
         if missing:
             raise SchemaError(f"columns {missing} missing from the table; it has {table.column_names}")
 
@@ -214,9 +211,9 @@ class Codec:
         """
         self._check_columns(table)
         out = np.empty((table.num_rows, self.input_dim), np.float32)
-        for col, seg in zip(self.columns, self.segments):
-            arr = _as_array(table.column(col.name))
-            out[:, seg.in_start:seg.in_stop] = col.transform(arr, rng) if col.kind == "numeric" else col.transform(arr)
+        for col, (i0, i1, _, _) in zip(self.columns, self._spans):
+            if i1 > i0:
+                out[:, i0:i1] = col.transform(_as_array(table.column(col.name)), rng)
         return out
 
     def encode_labels(self, table: pa.Table) -> np.ndarray:
@@ -254,9 +251,25 @@ class Codec:
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        arrays = [col.inverse(params[:, seg.out_start:seg.out_stop], rng, float(temperature))
-                  for col, seg in zip(self.columns, self.segments)]
+        n = params.shape[0]
+        arrays = [col.generate(np.arange(n), 0) if col.kind == "identifier"
+                  else col.inverse(params[:, o0:o1], rng, float(temperature))
+                  for col, (_, _, o0, o1) in zip(self.columns, self._spans)]
         return pa.Table.from_arrays(arrays, schema=self.feature_schema)
+
+    @property
+    def identifiers(self) -> list:
+        return [c for c in self.columns if c.kind == "identifier"]
+
+    def fill_identifiers(self, table: pa.Table, first_row: int, seed: int) -> pa.Table:
+        """``table`` with fresh identifiers for job rows ``first_row ..``: unique within the job (the row number
+        is the shard's place in the plan plus the row's place in the shard), never a training value."""
+        for col in self.identifiers:
+            if col.name in table.column_names:
+                i = table.schema.get_field_index(col.name)
+                values = col.generate(np.arange(first_row, first_row + table.num_rows), seed)
+                table = table.set_column(i, table.schema.field(i), values)
+        return table
 
     def label_array(self, indices: np.ndarray) -> pa.Array:
         """Class indices -> label values in the label's original Arrow type (all null when unconditional)."""
@@ -281,6 +294,7 @@ class Codec:
             "label": {"column": self.label.column, "classes": list(self.label.classes),
                       "counts": list(self.label.counts), "type": self.label.type_str},
             "columns": [c.to_json() for c in self.columns],
+            "dropped": list(self.dropped),
         }
 
     @classmethod
@@ -294,12 +308,30 @@ class Codec:
             if c["kind"] not in COLUMN_KINDS:
                 raise SchemaError(f"unknown column kind {c['kind']!r} in codec; known: {sorted(COLUMN_KINDS)}")
             columns.append(COLUMN_KINDS[c["kind"]].from_json(c))
-        return cls(modality=d["modality"], columns=columns, label=spec, image_shape=d.get("image_shape"))
+        return cls(modality=d["modality"], columns=columns, label=spec, image_shape=d.get("image_shape"),
+                   dropped=d.get("dropped", []))
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{s.name}:{s.kind}" for s in self.segments)
         return f"Codec(modality={self.modality!r}, input_dim={self.input_dim}, output_dim={self.output_dim}, label={self.label.column!r}, columns=[{kinds}])"
 
 
-# NumericColumn and CategoricalColumn are re-exported for callers that build codecs by hand in tests
-_ = (NumericColumn, CategoricalColumn)
+def _fit_numeric(name, arr, *, n_quantiles, **_):
+    return NumericColumn.fit(name, arr, n_quantiles=n_quantiles)
+
+
+def _fit_temporal(name, arr, *, n_quantiles, **_):
+    return TemporalColumn.fit(name, arr, n_quantiles=n_quantiles)
+
+
+def _fit_categorical(name, arr, *, max_categories, rare_min_rows, keep_rare, **_):
+    return CategoricalColumn.fit(name, arr, max_categories=max_categories, rare_min_rows=rare_min_rows,
+                                 keep_rare=keep_rare)
+
+
+def _fit_identifier(name, arr, **_):
+    return IdentifierColumn.fit(name, arr)
+
+
+_FITTERS = {"numeric": _fit_numeric, "temporal": _fit_temporal, "categorical": _fit_categorical,
+            "identifier": _fit_identifier}
