@@ -55,8 +55,8 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     started = time.perf_counter()
 
-    codec = Codec.fit(table, label=label, image_shape=image_shape, categorical=list(config.categorical),
-                      numeric=list(config.numeric))
+    codec = Codec.fit(table, label=label, image_shape=image_shape, **config.codec_options())
+    table = table.drop_columns(codec.dropped)  # --drop: gone from the model, the schema and the output
     x = codec.transform(table, rng=np.random.default_rng(config.seed))  # (N, input_dim), ties dequantized
     y_index = codec.encode_labels(table)  # (N,)
     n_classes = len(codec.label.classes)

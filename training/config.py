@@ -47,10 +47,15 @@ class TrainConfig:
     # Columns forced categorical / numeric (by default integers with at most 32 distinct values are categorical)
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()  # identifier columns: generated fresh in their format, never modelled (--id)
+    drop: tuple[str, ...] = ()  # columns left out of the model and the output (--drop)
+    max_categories: int = 1000  # most categories a categorical column may have (after pooling rare values)
+    rare_min_rows: int = 5  # a category held by fewer training rows is never written verbatim ...
+    keep_rare: bool = False  # ... unless this is set (--keep-rare)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "categorical", tuple(self.categorical))  # lists from JSON or callers
-        object.__setattr__(self, "numeric", tuple(self.numeric))
+        for name in ("categorical", "numeric", "ids", "drop"):  # lists from JSON or callers
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         checks = [
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
@@ -71,11 +76,19 @@ class TrainConfig:
             (self.mixture_fit in (None, "samples", "means"),
              f"mixture fit must be samples or means, got {self.mixture_fit!r}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.max_categories >= 1, f"max categories must be >= 1, got {self.max_categories}"),
+            (self.rare_min_rows >= 1, f"rare min rows must be >= 1, got {self.rare_min_rows}"),
             (self.device in _DEVICES, f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def codec_options(self) -> dict:
+        """The keyword arguments of ``Codec.fit`` this config sets."""
+        return {"categorical": list(self.categorical), "numeric": list(self.numeric), "ids": list(self.ids),
+                "drop": list(self.drop), "max_categories": self.max_categories, "rare_min_rows": self.rare_min_rows,
+                "keep_rare": self.keep_rare}
 
     def resolved_mixture(self, modality: str) -> tuple[int, str, str]:
         """(components, covariance, fitted on) of the per-class latent mixture."""

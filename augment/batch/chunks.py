@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from augment.batch.source import Source
     from augment.batch.spec import JobSpec
 
-__all__ = ["ShardStats", "output_schema", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_rows", "uses_lanes"]
+__all__ = ["ShardStats", "output_schema", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_rows", "uses_lanes",
+           "first_job_row", "check_identifiers"]
 
 CHUNK_BYTES = 16 << 20  # target in-memory size of one chunk (= one Parquet row group)
 MAX_CHUNK_ROWS = 65_536
@@ -145,11 +146,41 @@ def sample_chunk_rows(shard: Shard, step: int) -> list[int]:
 def sample_chunk(gen, spec: JobSpec, shard: Shard, k: int, n: int) -> pa.Table:
     """Chunk ``k`` of a sampled shard: ``n`` rows from the chunk's own stream, so chunks may run in any thread."""
     rng = chunk_rng(spec.seed, shard.class_index, shard.index, k)
-    return _columns(gen, spec, gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature))
+    table = _columns(gen, spec, gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature))
+    if uses_lanes(spec) and getattr(gen.codec, "identifiers", None):  # chunk k starts k full chunks in
+        step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
+        table = gen.codec.fill_identifiers(table, first_job_row(spec, shard) + k * step, spec.seed)
+    return table
+
+
+def first_job_row(spec: JobSpec, shard: Shard) -> int:
+    """The shard's first row's number within the job: the rows the plan puts before it (classes in index
+    order, then shards), so rows of different shards never share a number. Fresh identifiers derive from it."""
+    if shard.class_index < 0:  # a source shard: ``offset`` source rows (or pairs) before it, each giving n rows
+        return shard.offset * (spec.per_example if spec.mode == "perturb" else spec.steps)
+    return sum(n for c, n in spec.counts if c < shard.class_index) + shard.offset
+
+
+def check_identifiers(gen, total_rows: int) -> None:
+    """Refuse, before anything is written, a job with more rows than an identifier column's format holds."""
+    for col in getattr(gen.codec, "identifiers", ()):
+        if total_rows > col.rows_max:
+            col.generate([total_rows - 1], 0)  # raises the column's one-line error
 
 
 def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStats | None = None) -> Iterator[pa.Table]:
     """The chunks of one shard, in order; a pure function of (bundle, spec, shard, source)."""
+    chunks = _shard_chunks(gen, spec, shard, source, stats)
+    if uses_lanes(spec) or not getattr(gen.codec, "identifiers", None):  # sample_chunk numbers them
+        yield from chunks
+        return
+    row = first_job_row(spec, shard)
+    for chunk in chunks:  # identifiers numbered after the row filters, so kept rows are numbered densely
+        yield gen.codec.fill_identifiers(chunk, row, spec.seed)
+        row += chunk.num_rows
+
+
+def _shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStats | None = None) -> Iterator[pa.Table]:
     stats = stats if stats is not None else ShardStats()
     rng = shard_rng(spec.seed, shard.class_index, shard.index)
     step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from augment.batch.chunks import output_schema
+from augment.batch.chunks import check_identifiers, output_schema
 from augment.batch.plan import Shard, plan_job
 from augment.batch.source import Source, open_source
 from augment.batch.spec import JobSpec
@@ -114,6 +114,7 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     total = sum(s.rows for s in shards)
     if total < 1:
         raise AugmentError("the plan holds no rows: nothing to generate")
+    check_identifiers(gen, total)
     prepare_out_dir(out, overwrite=overwrite, resume=resume, dry_run=True)  # checks only
     if dry_run:
         echo(describe_plan(gen, spec, shards, str(out)))
