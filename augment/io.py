@@ -1,6 +1,9 @@
 """Reading real data and moving image columns between Arrow and numpy.
 
-Inputs are a Parquet file, a folder of Parquet files (read as one dataset) or a CSV file. Image columns are
+Inputs are a Parquet file, a folder of Parquet files (read as one dataset, hive partitions included), a CSV
+file (comma, semicolon, tab or pipe, sniffed; ``.tsv``; gzip-compressed ``.csv.gz``), JSON lines
+(``.jsonl``, ``.ndjson``) or Arrow IPC / Feather (``.arrow``, ``.feather``, ``.ipc``). Training data and
+``--from`` rows go through the same ``dataset`` function, so a folder reads the same way for both. Image columns are
 ``fixed_size_list<int|float>[C*H*W]``, ``list<int|float>`` with one length for every row, or binary PNG bytes;
 pixels are channel-first and flattened (``(n, C*H*W)``). Everything but PNG decoding is vectorized.
 """
@@ -21,6 +24,9 @@ from augment.errors import InputError
 
 __all__ = [
     "read_table",
+    "dataset",
+    "drop_null_labels",
+    "sniff_delimiter",
     "detect_image_columns",
     "image_encoding",
     "image_shape_of",
@@ -30,8 +36,12 @@ __all__ = [
 ]
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
-CSV_SUFFIXES = (".csv",)
-_ALLOWED = "a Parquet file (.parquet, .pq), a folder of Parquet files, or a CSV file (.csv)"
+CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
+_ALLOWED = ("a Parquet file (.parquet, .pq), a folder of Parquet files, a CSV file (.csv, .tsv, .csv.gz), "
+            "JSON lines (.jsonl, .ndjson) or Arrow IPC / Feather (.arrow, .feather)")
+DELIMITERS = (",", ";", "\t", "|")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _CHANNEL_MODES = {c: m for m, c in _PNG_CHANNELS.items()}
@@ -42,39 +52,83 @@ def _one_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file, a folder of Parquet files, or a CSV file into one Arrow table."""
+def _format_of(name: str) -> str | None:
+    name = name.lower()
+    for fmt, suffixes in (("parquet", PARQUET_SUFFIXES), ("csv", CSV_SUFFIXES), ("json", JSON_SUFFIXES),
+                          ("ipc", IPC_SUFFIXES)):
+        if name.endswith(suffixes):
+            return fmt
+    return None
+
+
+def sniff_delimiter(path: str | os.PathLike) -> str:
+    """The delimiter of a CSV file: the one of comma, semicolon, tab and pipe that splits the first lines
+    into the same, largest number of fields (``.tsv``: tab)."""
+    import csv
+    import gzip
+
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+        head = f.read(65_536)
+    if str(path).lower().removesuffix(".gz").endswith(".tsv"):
+        return "\t"
+    lines = [line for line in head.splitlines()[:20] if line.strip()]
+    best, score = ",", 0
+    for d in DELIMITERS:
+        counts = [len(row) for row in csv.reader(lines[:-1] if len(lines) > 1 else lines, delimiter=d)]
+        if counts and min(counts) > 1 and min(counts) == max(counts) and counts[0] > score:
+            best, score = d, counts[0]
+    return best
+
+
+def dataset(path: str | os.PathLike, *, delimiter: str | None = None):
+    """A ``pyarrow.dataset.Dataset`` over a file or a folder of Parquet files (hive partitions included)."""
+    import pyarrow.dataset as ds
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"no such file or folder: {str(p)!r}; expected {_ALLOWED}")
     try:
         if p.is_dir():
-            return _read_parquet_folder(p, columns)
-        name = p.name.lower()
-        if name.endswith(PARQUET_SUFFIXES):
-            import pyarrow.parquet as pq
-
-            return pq.read_table(p, columns=columns)
-        if name.endswith(CSV_SUFFIXES):
+            # ignore_prefixes skips Spark/Hadoop markers such as _SUCCESS and .crc files
+            found = ds.dataset(p, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+            if not found.files:
+                raise InputError(f"folder {str(p)!r} holds no Parquet files; expected {_ALLOWED}")
+            return found
+        fmt = _format_of(p.name)
+        if fmt is None:
+            raise InputError(f"unsupported file type {p.suffix or p.name!r} for {str(p)!r}; expected {_ALLOWED}")
+        if fmt == "csv":
             import pyarrow.csv as pacsv
 
-            opts = pacsv.ConvertOptions(include_columns=columns) if columns else None
-            return pacsv.read_csv(p, convert_options=opts)
+            sep = delimiter or sniff_delimiter(p)
+            return ds.dataset(p, format=ds.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=sep)))
+        return ds.dataset(p, format=fmt)
     except InputError:
         raise
     except (pa.ArrowException, OSError, ValueError) as err:
         raise InputError(f"cannot read {str(p)!r} ({_one_line(err)}); expected {_ALLOWED}") from err
-    raise InputError(f"unsupported file type {p.suffix or p.name!r} for {str(p)!r}; expected {_ALLOWED}")
 
 
-def _read_parquet_folder(p: Path, columns: list[str] | None) -> pa.Table:
-    import pyarrow.dataset as ds
+def read_table(path: str | os.PathLike, *, columns: list[str] | None = None, delimiter: str | None = None) -> pa.Table:
+    """Read a file or a folder of Parquet files into one Arrow table (see the module docstring)."""
+    found = dataset(path, delimiter=delimiter)
+    try:
+        table = found.to_table(columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise InputError(f"cannot read {str(path)!r} ({_one_line(err)}); expected {_ALLOWED}") from err
+    if table.num_rows == 0 and _format_of(Path(path).name) in ("csv", "json"):
+        raise InputError(f"{str(path)!r} has a header ({table.num_columns} columns) but no rows")
+    return table
 
-    # ignore_prefixes skips Spark/Hadoop markers such as _SUCCESS and .crc files
-    dataset = ds.dataset(p, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
-    if not dataset.files:
-        raise InputError(f"folder {str(p)!r} holds no Parquet files; expected {_ALLOWED}")
-    return dataset.to_table(columns=columns)
+
+def drop_null_labels(table: pa.Table, label: str | None) -> tuple[pa.Table, int]:
+    """``table`` without the rows whose label is null, and how many were dropped (``--drop-null-labels``)."""
+    if label is None or label not in table.column_names:
+        return table, 0
+    valid = pc.is_valid(table.column(label))
+    kept = table.filter(valid)
+    return kept, table.num_rows - kept.num_rows
 
 
 def parse_image_shape(text: str) -> tuple[int, int, int]:

@@ -27,7 +27,7 @@ def _image_shape(ctx, param, value):
 
 
 @click.command()
-@click.option("--data", required=True, help="Parquet file, folder of Parquet files, or CSV.")
+@click.option("--data", required=True, help="Parquet file or folder, CSV (.csv, .tsv, .csv.gz), JSON lines or Arrow/Feather.")
 @click.option("--label", default=None, help="Label column (omit for an unconditional, one-class model).")
 @click.option("--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: from the data size).")
@@ -46,6 +46,17 @@ def _image_shape(ctx, param, value):
 @click.option("--categorical", default="", help="Comma-separated columns to model as categories (e.g. integer codes).")
 @click.option("--numeric", default="", help="Comma-separated integer columns to keep numeric (by default an integer "
               "column with at most 32 distinct values is categorical).")
+@click.option("--id", "ids", default="", help="Comma-separated identifier columns: generated fresh in their format, never "
+              "modelled or copied (integer and short-code columns that are nearly all distinct are found by themselves).")
+@click.option("--drop", default="", help="Comma-separated columns to leave out of the model and the output.")
+@click.option("--max-categories", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most categories (after pooling rare values) a categorical column may have.")
+@click.option("--rare-min-rows", type=click.IntRange(min=1), default=5, show_default=True,
+              help="A category held by fewer training rows is never written verbatim (see --keep-rare).")
+@click.option("--keep-rare", is_flag=True, help="Write rare categories verbatim (they can identify the few rows holding them).")
+@click.option("--delimiter", type=click.Choice([",", ";", "tab", "|"]), default=None,
+              help="CSV delimiter (default: sniffed from the first lines).")
+@click.option("--drop-null-labels", is_flag=True, help="Drop (and count) rows without a label instead of refusing the table.")
 @click.option("--image-jitter", type=click.FloatRange(0, 3), default=None,
               help="Images: strength of the random rotation/scale/shear/shift of training batches, 0 = off "
               "(default: 1 below 500 images per class of at least 16x16 pixels, else 0).")
@@ -54,25 +65,33 @@ def _image_shape(ctx, param, value):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, seed, device, class_balance, threads, time_budget,
-          categorical, numeric, image_jitter, image_shape, overwrite, quiet):
+          categorical, numeric, ids, drop, max_categories, rare_min_rows, keep_rare, delimiter, drop_null_labels,
+          image_jitter, image_shape, overwrite, quiet):
     """Train a CVAE on labeled data and export a pickle-free ONNX bundle.
 
     \b
     augment train --data real.parquet --label label --out models/digits
     """
+    from augment.io import drop_null_labels as without_null_labels
     from augment.io import read_table
     from training.api import train as train_bundle
     from training.config import TrainConfig
 
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"output folder {out!r} exists (pass --overwrite to replace it)")
-    table = read_table(data)
     try:
         config = TrainConfig(epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, hidden=hidden, beta=beta, lr=lr,
                              seed=seed, device=device, class_balance=class_balance, threads=threads, time_budget_s=time_budget,
-                             categorical=_names(categorical), numeric=_names(numeric), image_jitter=image_jitter)
+                             categorical=_names(categorical), numeric=_names(numeric), ids=_names(ids), drop=_names(drop),
+                             max_categories=max_categories, rare_min_rows=rare_min_rows, keep_rare=keep_rare,
+                             image_jitter=image_jitter)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    table = read_table(data, delimiter="\t" if delimiter == "tab" else delimiter)
+    if drop_null_labels:
+        table, dropped = without_null_labels(table, label)
+        if dropped:
+            click.echo(f"dropped {dropped:,} rows without a label ({label!r})", err=True)
     click.echo(f"training on {table.num_rows:,} rows x {table.num_columns} columns from {data}", err=True)
     bundle = train_bundle(table, label=label, out=out, config=config, image_shape=image_shape, overwrite=overwrite,
                           progress=not quiet, source=str(data))

@@ -52,10 +52,9 @@ class Source:
 
 
 def _dataset(path: str):
-    import pyarrow.dataset as ds
+    from augment.io import dataset  # the reader training uses: a hive-partitioned folder reads the same way
 
-    fmt = "csv" if str(path).lower().endswith(".csv") else "parquet"
-    return ds.dataset(path, format=fmt, ignore_prefixes=[".", "_"])
+    return dataset(path)
 
 
 def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
@@ -83,6 +82,8 @@ def open_source(path: str, real_schema: pa.Schema, label: str | None, classes: l
     try:
         dataset = _dataset(path)
         have = dataset.schema
+    except InputError as err:
+        raise InputError(f"--from: {err}") from None
     except (pa.ArrowException, OSError, ValueError) as err:
         raise InputError(f"cannot read --from {path!r}: {str(err).splitlines()[0]}") from None
     if label is None:
