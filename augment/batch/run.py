@@ -170,7 +170,9 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     if getattr(runner, "startup_s", None) is not None:
         timings["ray_startup_s"] = round(runner.startup_s, 3)
     manifest = build_manifest(job=job, classes=gen.classes, results=results, timings=timings,
-                              engine=runner.describe(), schema=output_schema(gen, spec))
+                              engine=runner.describe(), schema=output_schema(gen, spec),
+                              extra={"identifiers": [{"name": c.name, "format": c.format}
+                                                     for c in getattr(gen.codec, "identifiers", ())]})
     write_json_atomic(out / MANIFEST, manifest)  # last: from here on the folder is a result
     (out / JOB_FILE).unlink(missing_ok=True)
     echo(summary(manifest, out, resumed=len(done)))

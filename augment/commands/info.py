@@ -21,6 +21,8 @@ def summarize(bundle) -> dict:
         "augment_version": meta.get("augment_version"),
         "modality": meta["modality"],
         "columns": [{"name": f.name, "type": str(f.type), **_model_of(meta, f.name)} for f in bundle.schema],
+        "dropped": list(meta["codec"].get("dropped", [])),
+        "identifiers": [c["name"] for c in meta["codec"]["columns"] if c["kind"] == "identifier"],
         "label": meta["label"],
         "latent_dim": meta["latent_dim"],
         "sampler": {"default": meta["sampler"]["default"],
@@ -39,6 +41,15 @@ def _model_of(meta: dict, name: str) -> dict:
                 out["categories"] = len(col["categories"])
             if col.get("spikes"):
                 out["spikes"] = col["spikes"]
+            if col.get("specials"):
+                out["states"] = col["specials"]
+            if col.get("rare"):
+                out["rare"] = col["rare"]
+            if col["kind"] == "identifier":
+                from augment.columns import IdentifierColumn
+
+                ident = IdentifierColumn.from_json(col)
+                out["format"], out["space"], out["rows_max"] = ident.format, ident.size, ident.rows_max
             return out
     return {"model": "label"} if name == meta["label"]["column"] else {}
 
@@ -49,6 +60,14 @@ def _describe(col: dict) -> str:
         what += f", {col['categories']} categories"
     if col.get("spikes"):
         what += ", point masses at " + ", ".join(map(str, col["spikes"]))
+    if col.get("states"):
+        what += ", also " + ", ".join(col["states"])
+    if col.get("rare"):
+        r = col["rare"]
+        what += (f", {r['values']:,} rare values ({r['rows']:,} rows, < {r['min_rows']} rows each) written as "
+                 + ("the nearest common value" if r["stand_in"] == "nearest" else repr(r["stand_in"])))
+    if col.get("format"):
+        what += f", generated fresh as {col['format']} ({col['space']:,} values, at most {col['rows_max']:,} rows a job)"
     return f"  {col['name']}: {col['type']}" + (f"  ({what})" if what else "")
 
 
@@ -77,6 +96,8 @@ def info(bundle_path, as_json):
     lines += [f"  {str(k):<{width}}  {n:>9,} training rows" for k, n in zip(label["classes"], label["counts"])]
     lines.append("columns")
     lines += [_describe(col) for col in s["columns"]]
+    if s["dropped"]:
+        lines.append(f"dropped    {', '.join(s['dropped'])}  (--drop: not modelled, not generated)")
     if m:
         lines.append(
             f"training   {m.get('rows', 0):,} rows, {m.get('epochs_run')} epochs ({m.get('stopped')}), "

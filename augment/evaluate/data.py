@@ -2,7 +2,10 @@
 
 Everything here is plain pyarrow / numpy / pandas. A column is one of three kinds:
 
-- ``numeric``: integer, floating or decimal Arrow types (nulls become NaN);
+- ``numeric``: integer, floating or decimal Arrow types (nulls become NaN), and dates, timestamps, times and
+  durations (dates and timestamps as days since 1970-01-01 in local time, so figures draw them on a time axis;
+  times and durations in their unit);
+- ``identifier``: never compared as a feature; checked on its own (unique share, share copied from training);
 - ``categorical``: strings, booleans, dictionaries and anything else (compared as strings, null is a category);
 - ``image``: ``fixed_size_list`` / ``list`` of integers (pixels) or ``binary`` (PNG/JPEG bytes).
 
@@ -76,6 +79,9 @@ class EvalSchema:
     image_shape: tuple[int, int, int] | None = None  # (C, H, W)
     classes: tuple = field(default_factory=tuple)  # label values, in class-index order
     columns: tuple[str, ...] = ()  # every column of the real data, label included, in order
+    temporal: tuple[str, ...] = ()  # dates and timestamps (also in ``numeric``, as days)
+    identifiers: tuple[str, ...] = ()  # checked by their own metrics, not as features
+    ignored: tuple[str, ...] = ()  # real columns the model left out (--drop): not expected in synthetic data
 
     @property
     def modality(self) -> str:
@@ -85,11 +91,19 @@ class EvalSchema:
     def features(self) -> tuple[str, ...]:
         if self.image is not None:
             return (self.image,)
-        return tuple(c for c in self.columns if c != self.label)
+        skip = {self.label, *self.identifiers, *self.ignored}
+        return tuple(c for c in self.columns if c not in skip)
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The columns synthetic data must hold: the real ones but those the model left out."""
+        return tuple(c for c in self.columns if c not in self.ignored)
 
     def kind(self, column: str) -> str:
         if column == self.image:
             return "image"
+        if column in self.identifiers:
+            return "identifier"
         return "numeric" if column in self.numeric else "categorical"
 
 
@@ -167,7 +181,15 @@ def _is_image_type(t: pa.DataType) -> bool:
 
 
 def _is_numeric_type(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    from augment.columns.types import is_numeric_like
+
+    return is_numeric_like(t) and not pa.types.is_null(t)
+
+
+def _is_calendar(t: pa.DataType) -> bool:
+    from augment.columns.types import ticks_per_day
+
+    return ticks_per_day(t) is not None
 
 
 def infer_schema(
@@ -176,15 +198,23 @@ def infer_schema(
     *,
     image_shape: tuple[int, int, int] | None = None,
     classes: list | None = None,
+    identifiers: list[str] | None = None,
+    ignored: list[str] | None = None,
 ) -> EvalSchema:
-    """Column kinds from the (real training) table's Arrow types; classes from ``classes`` or the data."""
+    """Column kinds from the (real training) table's Arrow types; classes from ``classes`` or the data.
+
+    ``identifiers`` and ``ignored`` come from the bundle (its identifier and dropped columns) when there is one.
+    """
     if label not in table.column_names:
         raise SchemaError(f"label column {label!r} not in the data; columns are {', '.join(table.column_names)}")
-    numeric, categorical, images = [], [], []
+    numeric, categorical, images, temporal = [], [], [], []
+    skip = set(identifiers or ()) | set(ignored or ())
     for name in table.column_names:
-        if name == label:
+        if name == label or name in skip:
             continue
         t = table.schema.field(name).type
+        if _is_calendar(t):
+            temporal.append(name)
         if _is_image_type(t):
             images.append(name)
         elif _is_numeric_type(t):
@@ -204,8 +234,10 @@ def infer_schema(
     image = images[0] if images else None
     if image is not None and image_shape is None:
         image_shape = _guess_image_shape(table, image)
+    keep = [c for c in (identifiers or ()) if c in table.column_names]
     return EvalSchema(
-        label, tuple(numeric), tuple(categorical), image, image_shape, tuple(classes), tuple(table.column_names)
+        label, tuple(numeric), tuple(categorical), image, image_shape, tuple(classes), tuple(table.column_names),
+        tuple(temporal), tuple(keep), tuple(c for c in (ignored or ()) if c in table.column_names),
     )
 
 
@@ -217,16 +249,16 @@ def _guess_image_shape(table: pa.Table, column: str) -> tuple[int, int, int]:
 
 def check_synthetic_columns(schema: EvalSchema, table: pa.Table, real_types: pa.Schema, what: str = "synthetic") -> None:
     """Refuse data whose columns differ from the real data's, naming each missing, extra or mistyped column."""
-    have, want = set(table.column_names), set(schema.columns)
-    missing = [c for c in schema.columns if c not in have]
-    extra = [c for c in table.column_names if c not in want]
+    have, want = set(table.column_names), set(schema.compared)
+    missing = [c for c in schema.compared if c not in have]
+    extra = [c for c in table.column_names if c not in want and c not in schema.ignored]
     problems = []
     if missing:
         problems.append(f"missing {', '.join(map(repr, missing))}")
     if extra:
         problems.append(f"unexpected {', '.join(map(repr, extra))}")
-    for name in schema.columns:
-        if name in have and name != schema.label:
+    for name in schema.features:
+        if name in have:
             real_kind = schema.kind(name)
             t = table.schema.field(name).type
             kind = "image" if _is_image_type(t) else "numeric" if _is_numeric_type(t) else "categorical"
@@ -240,9 +272,14 @@ def check_synthetic_columns(schema: EvalSchema, table: pa.Table, real_types: pa.
 def feature_frame(table: pa.Table, schema: EvalSchema) -> pd.DataFrame:
     """Tabular features as a DataFrame: numeric as float64 (NaN for null), categorical as str (null -> <null>)."""
     data = {}
+    from augment.columns.types import ticks_per_day, to_physical
+
     for name in schema.numeric:
-        col = pc.cast(table[name], pa.float64())
-        data[name] = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        col = table[name].combine_chunks() if isinstance(table[name], pa.ChunkedArray) else table[name]
+        values, null = to_physical(col)  # dates and timestamps: days since the epoch, in local time
+        per_day = ticks_per_day(col.type)
+        values = values / per_day if per_day else values
+        data[name] = np.where(null | np.isinf(values), np.nan, values).astype(np.float64)
     for name in schema.categorical:
         col = table[name]
         if pa.types.is_dictionary(col.type):

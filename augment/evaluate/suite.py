@@ -64,9 +64,11 @@ class Evaluation:
     figures: dict = field(default_factory=dict)  # file name -> matplotlib Figure
 
 
-def prepare(train: pa.Table, test: pa.Table, synthetic: pa.Table, label: str, *, image_shape=None, classes=None) -> EvalSchema:
+def prepare(train: pa.Table, test: pa.Table, synthetic: pa.Table, label: str, *, image_shape=None, classes=None,
+            identifiers=None, ignored=None) -> EvalSchema:
     """Infer the schema from the training data and check the test and synthetic data against it."""
-    schema = infer_schema(train, label, image_shape=image_shape, classes=classes)
+    schema = infer_schema(train, label, image_shape=image_shape, classes=classes, identifiers=identifiers,
+                          ignored=ignored)
     check_synthetic_columns(schema, synthetic, train.schema, "synthetic")
     check_synthetic_columns(schema, test, train.schema, "test")
     return schema
@@ -94,14 +96,72 @@ def run_evaluation(train: pa.Table, test: pa.Table, synthetic: pa.Table, label: 
     (mu, logvar, labels)`` and ``interpolate(a, b, steps, rng)``); for images it adds the latent map and
     interpolation strips.
     """
-    schema = prepare(train, test, synthetic, label, image_shape=image_shape, classes=classes)
+    codec = getattr(model, "codec", None)
+    identifiers = [c.name for c in getattr(codec, "identifiers", ())] if codec is not None else None
+    if identifiers is None:  # no bundle: the training data's own identifiers, found by the codec's rules
+        identifiers = _detect_identifiers(train, label)
+    rare = {c.name: c.rare["min_rows"] for c in getattr(codec, "columns", ()) if getattr(c, "rare", None)}
+    schema = prepare(train, test, synthetic, label, image_shape=image_shape, classes=classes, identifiers=identifiers,
+                     ignored=list(getattr(codec, "dropped", ())))
     with limit_threads(config.threads):
-        return _run(schema, train, test, synthetic, config, model)
+        evaluation = _run(schema, train, test, synthetic, config, model)
+    evaluation.metrics["identifiers"] = identifier_checks(train, synthetic, schema.identifiers)
+    evaluation.metrics["privacy_rare_values"] = rare_value_share(train, synthetic, schema, rare)
+    return evaluation
+
+
+def _detect_identifiers(train: pa.Table, label: str) -> list[str]:
+    from augment.codec import MAX_INT_CATEGORIES
+    from augment.columns.detect import plan_column
+    from augment.io import _as_array
+
+    return [n for n in train.column_names if n != label and plan_column(
+        n, _as_array(train.column(n)), forced=None, max_categories=1000,
+        max_int_categories=MAX_INT_CATEGORIES).kind == "identifier"]
+
+
+def identifier_checks(train: pa.Table, synthetic: pa.Table, columns) -> dict:
+    """Per identifier column: the share of synthetic values that are unique, and the share copied from training."""
+    import pyarrow.compute as pc
+
+    out = {}
+    for name in columns:
+        syn = synthetic[name].drop_null()
+        n = len(syn)
+        if n == 0:
+            out[name] = skip("no synthetic values")
+            continue
+        copied = pc.sum(pc.is_in(syn, value_set=pc.unique(train[name].drop_null()).cast(syn.type))).as_py() or 0
+        out[name] = {"rows": n, "unique_share": pc.count_distinct(syn).as_py() / n, "copied": int(copied),
+                     "copied_share": copied / n}
+    return out
+
+
+def rare_value_share(train: pa.Table, synthetic: pa.Table, schema: EvalSchema, min_rows: dict) -> dict:
+    """Per categorical column: the share of synthetic values held by 1..k-1 training rows (k: the bundle's
+    ``--rare-min-rows`` for the column, else 5). A rare value written verbatim can identify its few holders."""
+    import pyarrow.compute as pc
+
+    out = {}
+    for name in schema.categorical:
+        k = int(min_rows.get(name, 5))
+        values = train[name].drop_null()
+        vc = pc.value_counts(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+        counts = vc.field("counts").to_numpy(zero_copy_only=False)
+        rare = vc.field("values").filter(pa.array((counts < k) & (counts > 0)))
+        syn = synthetic[name].drop_null()
+        hit = 0
+        if len(rare) and len(syn):
+            hit = pc.sum(pc.is_in(syn, value_set=rare.cast(syn.type))).as_py() or 0
+        out[name] = {"k": k, "rare_values": len(rare), "share": hit / max(1, len(syn))}
+    return out
+
+
 
 
 def _run(schema, train, test, synthetic, config, model) -> Evaluation:
-    synthetic = synthetic.select(list(schema.columns))
-    test = test.select(list(schema.columns))
+    synthetic = synthetic.select(list(schema.compared))
+    test = test.select(list(schema.compared))
     tables = {"train": train, "test": test, "synthetic": synthetic}
     frames, xs, ys, mask = _model_inputs(tables, schema)
     k = len(schema.classes)
