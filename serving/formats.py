@@ -4,7 +4,9 @@ JSON is the slow path the issue measured (per-row Python objects); here each col
 one vectorized call (numpy ``tolist`` for numbers, one pyarrow call for strings), rows are zipped from those
 lists, and orjson writes the bytes. Arrow IPC and Parquet skip all of that and are the fast path.
 
-Binary columns (e.g. PNG-encoded images) travel as base64 strings in JSON, both ways.
+Binary columns (e.g. PNG-encoded images) travel as base64 strings in JSON, both ways. Dates, timestamps and
+times travel as ISO 8601 strings (``2020-01-31``, ``2020-01-31T14:05:00.250000+01:00``, ``14:05:00``),
+durations as ISO 8601 seconds (``PT90.5S``), decimals as strings (``"12.30"``: a JSON number would round).
 """
 
 from __future__ import annotations
@@ -92,7 +94,74 @@ def _column_values(array: pa.Array) -> list:
         return flat.reshape(len(array), t.list_size).tolist()
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         return [None if b is None else base64.b64encode(b).decode("ascii") for b in array.to_pylist()]
-    return array.to_pylist()  # strings, lists, temporal types: one C-level pass in pyarrow
+    for is_type, to_text in _TEXT_OUT:
+        if is_type(t):
+            return to_text(array).to_pylist()
+    return array.to_pylist()  # strings, lists: one C-level pass in pyarrow
+
+
+def _timestamp_text(array: pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
+    if not array.type.tz:
+        return pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")
+    text = pc.strftime(array, format="%Y-%m-%dT%H:%M:%S%z")  # +0100 -> +01:00 (ISO 8601 extended)
+    return pc.replace_substring_regex(text, pattern=r"([+-]\d\d)(\d\d)$", replacement=r"\1:\2")
+
+
+_UNIT_SECONDS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+def _duration_text(array: pa.Array) -> pa.Array:
+    per = _UNIT_SECONDS[array.type.unit]
+    ticks = array.cast(pa.int64()).to_pylist()
+    def text(v: int) -> str:
+        sign, v = ("-" if v < 0 else ""), abs(v)
+        frac = "" if v % per == 0 else "." + str(v % per).rjust(len(str(per)) - 1, "0").rstrip("0")
+        return f"PT{sign}{v // per}{frac}S"
+
+    return pa.array([None if v is None else text(v) for v in ticks], pa.string())
+
+
+_TEXT_OUT = [
+    (pa.types.is_timestamp, _timestamp_text),
+    (lambda t: pa.types.is_date(t) or pa.types.is_time(t) or pa.types.is_decimal(t), lambda a: a.cast(pa.string())),
+    (pa.types.is_duration, _duration_text),
+]
+
+
+def _ticks(text: str, per: int) -> int:
+    """``12.5`` seconds as ``per``-per-second ticks, exactly (no float rounding)."""
+    sign = -1 if text.startswith("-") else 1
+    whole, _, frac = text.lstrip("+-").partition(".")
+    frac = (frac + "0" * 9)[:len(str(per)) - 1]
+    return sign * (int(whole or "0") * per + (int(frac) if frac else 0))
+
+
+def _time_ticks(v: str, t: pa.DataType) -> int:
+    h, m, sec = v.split(":")
+    per = _UNIT_SECONDS[t.unit]
+    return (int(h) * 3600 + int(m) * 60) * per + _ticks(sec, per)
+
+
+def _duration_ticks(v, t: pa.DataType) -> int:
+    per = _UNIT_SECONDS[t.unit]
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return _ticks(repr(v), per) if isinstance(v, float) else int(v) * per
+    if not (isinstance(v, str) and v.upper().startswith("PT") and v.upper().endswith("S")):
+        raise ValueError(f"{v!r} is not an ISO 8601 duration in seconds such as 'PT90.5S'")
+    return _ticks(v[2:-1], per)
+
+
+def _json_in(values: list, t: pa.DataType) -> pa.Array | None:
+    """JSON values of a date, timestamp, time, duration or decimal column as an array of ``t`` (else None)."""
+    if pa.types.is_decimal(t) or pa.types.is_date(t) or pa.types.is_timestamp(t):
+        return pa.array([None if v is None else str(v) for v in values], pa.string()).cast(t)
+    for is_type, parse in ((pa.types.is_time, _time_ticks), (pa.types.is_duration, _duration_ticks)):
+        if is_type(t):
+            storage = pa.int32() if t.bit_width == 32 else pa.int64()
+            return pa.array([None if v is None else parse(v, t) for v in values], storage).cast(t)
+    return None
 
 
 def _is_plain_number(t: pa.DataType) -> bool:
@@ -169,8 +238,9 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
             except (TypeError, ValueError) as exc:
                 raise ColumnError(field.name, f"column {field.name!r} holds binary data: send base64 strings ({exc})") from None
         try:
-            arrays.append(pa.array(values, type=t))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+            typed = _json_in(values, t)
+            arrays.append(typed if typed is not None else pa.array(values, type=t))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise ColumnError(field.name, f"column {field.name!r} must hold values of type {t}: {exc}") from None
     return pa.Table.from_arrays(arrays, schema=schema)
 
