@@ -69,10 +69,14 @@ def _text_kind(name: str, arr: pa.Array, max_categories: int) -> ColumnPlan:
     spaced = pc.any(pc.match_substring_regex(values, r"\s")).as_py()
     if n >= 20 and distinct >= ID_TEXT_SHARE * n and max_len <= ID_TEXT_MAX_LEN and not spaced:
         return ColumnPlan(name, "identifier")
-    if mean_len > TEXT_MEAN_LEN or (distinct > 50 and distinct > TEXT_SHARE * n) or distinct > max_categories:
+    if mean_len > TEXT_MEAN_LEN or (distinct > 50 and distinct > TEXT_SHARE * n):
         return ColumnPlan(name, problem=(f"is free text or personal names ({distinct:,} distinct of {n:,} values, "
                                          f"{mean_len:.0f} characters on average): --drop {name}, --id {name} or "
                                          f"--categorical {name}"))
+    if distinct > max_categories:  # names, zip codes: a category each would mostly copy rare values
+        return ColumnPlan(name, problem=(f"has {distinct:,} distinct values, more than --max-categories "
+                                         f"{max_categories} (names or codes?): --max-categories {distinct}, "
+                                         f"--drop {name}, --id {name} or --categorical {name}"))
     return ColumnPlan(name, "categorical")
 
 

@@ -17,6 +17,7 @@ small enough to enumerate is protected by nothing but the hash's truncation; ``a
 from __future__ import annotations
 
 import base64
+import math
 import string
 import zlib
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from augment.errors import InputError, SchemaError
 
 __all__ = ["IdentifierColumn", "LANES"]
 
-LANES = 8  # candidate positions per row; all 8 in the training set is the (vanishing) failure case
+LANES = 8  # candidate positions per row at least; more where training values fill much of the space
+_MISS = 1e-12  # the chance that every lane of a row is a training value, at most
 _MAX_SPACE = 1 << 62
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _CLASSES = [string.digits, string.ascii_uppercase, string.ascii_lowercase, string.digits + string.ascii_uppercase,
@@ -83,9 +85,15 @@ class IdentifierColumn:
         return not pa.types.is_integer(self.arrow_type)
 
     @property
+    def lanes(self) -> int:
+        """Candidates per row: enough that all of them being training values has odds below ``_MISS``."""
+        taken = min(0.999, self.hashes.size / max(1, self.size))
+        return int(min(4096, max(LANES, math.ceil(math.log(_MISS) / math.log(taken))))) if taken > 0 else LANES
+
+    @property
     def rows_max(self) -> int:
-        """Rows one job can hold: the space split into LANES lanes."""
-        return self.size // LANES
+        """Rows one job can hold: the space split into ``lanes`` lanes."""
+        return self.size // self.lanes
 
     @property
     def format(self) -> str:
@@ -184,7 +192,7 @@ class IdentifierColumn:
         keys = np.random.SeedSequence([int(seed), self.salt]).generate_state(8, np.uint64)
         pos = np.zeros(rows.size, np.uint64)
         todo = np.ones(rows.size, bool)
-        for lane in range(LANES):
+        for lane in range(self.lanes):
             cand = self._permute(rows[todo] + np.uint64(lane * self.rows_max), keys)
             h = self._hash(cand)
             i = np.minimum(np.searchsorted(self.hashes, h), max(0, self.hashes.size - 1))
