@@ -44,7 +44,9 @@ def column_scores_figure(shapes: dict) -> plt.Figure:
     return fig
 
 
-def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, kinds: dict, n: int = 6) -> plt.Figure:
+def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, kinds: dict, n: int = 6,
+                         dates: tuple = ()) -> plt.Figure:
+    """Histograms of the worst columns; ``dates`` (days since 1970, as the frames hold them) on a time axis."""
     cols = sorted(((c["score"], name) for name, c in shapes["columns"].items() if "score" in c))[:n]
     ncols = min(3, len(cols))
     nrows = int(np.ceil(len(cols) / ncols))
@@ -64,6 +66,9 @@ def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, 
             if peaked:
                 ax.set_yscale("log")  # else the rest of the distribution is invisible
             ax.set_ylabel("density (log scale)" if peaked else "density")
+            if name in dates:  # matplotlib's date numbers are days since 1970-01-01, as the frames hold them
+                ax.xaxis_date()
+                ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         else:
             p = real[name].value_counts(normalize=True)
             q = synth[name].value_counts(normalize=True)
@@ -79,6 +84,38 @@ def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, 
     for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
     fig.suptitle("Worst columns: real vs synthetic marginals", fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+_WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+def _calendar(days: np.ndarray) -> dict[str, np.ndarray]:
+    days = days[~np.isnan(days)]
+    whole = np.floor(days).astype(np.int64)
+    months = whole.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) % 12
+    hours = np.floor((days - whole) * 24).astype(np.int64)
+    return {"weekday": np.bincount((whole + 3) % 7, minlength=7), "month": np.bincount(months, minlength=12),
+            "hour": np.bincount(np.clip(hours, 0, 23), minlength=24)}
+
+
+def calendar_figure(real: pd.DataFrame, synth: pd.DataFrame, columns: list[str]) -> plt.Figure:
+    """Day-of-week, month and hour-of-day shares of each date / timestamp column, real vs synthetic: what a
+    real-vs-synthetic classifier finds first in dates."""
+    fig, axes = plt.subplots(len(columns), 3, figsize=(15, 3.2 * len(columns)), squeeze=False)
+    for row, name in zip(axes, columns):
+        r, s = _calendar(real[name].to_numpy()), _calendar(synth[name].to_numpy())
+        for ax, (part, labels) in zip(row, [("weekday", _WEEKDAYS), ("month", _MONTHS), ("hour", [str(h) for h in range(24)])]):
+            x = np.arange(len(labels))
+            ax.bar(x - 0.2, r[part] / max(1, r[part].sum()), 0.4, color=REAL, label="real")
+            ax.bar(x + 0.2, s[part] / max(1, s[part].sum()), 0.4, color=SYNTH, label="synthetic")
+            ax.set_xticks(x, labels, fontsize=7)
+            ax.set_title(f"{name}: {part}")
+            ax.set_ylabel("share of rows")
+        row[0].legend(fontsize=8)
+    fig.suptitle("Calendar of the dates and timestamps: real vs synthetic", fontsize=13)
     fig.tight_layout()
     return fig
 

@@ -163,6 +163,7 @@ def _html(m: dict, title: str) -> str:
         else:
             parts.append(_table([[c, auc(v)] for c, v in fid["per_class"].items()], ["class", "detection AUC"]))
     parts += [_img(m, "column_shapes.png", "Per-column score"), _img(m, "worst_columns.png", "The columns whose marginals differ most"),
+              _img(m, "calendar.png", "Calendar of the dates and timestamps (day of week, month, hour)"),
               _img(m, "association_difference.png", "Where pairwise associations differ"),
               _img(m, "samples.png", "Per-class samples, real vs synthetic"), _img(m, "latent_map.png", "Latent space of the test set. In a conditional VAE the label is given to the decoder, so the "
                    "latent code carries style rather than class: overlapping classes are expected here."),
@@ -191,6 +192,19 @@ def _html(m: dict, title: str) -> str:
         flag = "<p class='warn'>Synthetic rows sit closer to the training rows than new real rows do: " + e("; ".join(priv["too_close_reasons"])) + "</p>"
         parts.append(flag if priv["too_close"] else "<p>Synthetic rows are not closer to the training rows than held-out real rows are.</p>")
         parts.append(_img(m, "dcr.png", "Distance to closest training record"))
+    ids = m.get("identifiers") or {}
+    if ids:
+        parts += ["<h3>Identifiers</h3><p>Generated fresh, never modelled: every value should be unique and none "
+                  "copied from the training rows.</p>",
+                  _table([[k, fv(v) if is_skipped(v) else f"{v['unique_share']:.4f}",
+                           "" if is_skipped(v) else f"{v['copied']:,} ({v['copied_share']:.4f})"] for k, v in ids.items()],
+                         ["column", "unique share", "copied from training"])]
+    rare = {k: v for k, v in (m.get("privacy_rare_values") or {}).items() if v["rare_values"]}
+    if rare:
+        parts += ["<h3>Rare values</h3><p>Share of synthetic values held by fewer than k training rows (a rare value "
+                  "can identify the few rows holding it; the bundle writes a stand-in unless trained with --keep-rare).</p>",
+                  _table([[k, v["k"], f"{v['rare_values']:,}", f"{v['share']:.4f}"] for k, v in rare.items()],
+                         ["column", "k", "rare values in training", "share of synthetic values"])]
     if m["skipped"]:
         parts += ["<h2>Skipped metrics</h2>", _table([[s["metric"], s["reason"]] for s in m["skipped"]], ["metric", "reason"])]
     parts += ["<h2>Settings</h2>", _table([[k, str(v)] for k, v in m["settings"].items()], ["setting", "value"]),

@@ -258,7 +258,10 @@ def _figures(schema, frames, xs, ys, out, dists, model, test, config) -> dict:
         if isinstance(shapes["score"], float):
             figs["column_shapes.png"] = F.column_scores_figure(shapes)
             kinds = {c: schema.kind(c) for c in schema.features}
-            figs["worst_columns.png"] = F.worst_columns_figure(frames["train"], frames["synthetic"], shapes, kinds)
+            figs["worst_columns.png"] = F.worst_columns_figure(frames["train"], frames["synthetic"], shapes, kinds,
+                                                               dates=schema.temporal)
+        if schema.temporal:
+            figs["calendar.png"] = F.calendar_figure(frames["train"], frames["synthetic"], list(schema.temporal))
         if isinstance(fid["column_pair_trends"]["score"], float):
             figs["association_difference.png"] = F.association_difference_figure(fid["column_pair_trends"], list(schema.features))
     else:
