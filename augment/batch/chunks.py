@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from augment.batch.spec import JobSpec
 
 __all__ = ["ShardStats", "output_schema", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_rows", "uses_lanes",
-           "first_job_row", "check_identifiers"]
+           "first_job_row", "check_identifiers", "identifier_columns"]
 
 CHUNK_BYTES = 16 << 20  # target in-memory size of one chunk (= one Parquet row group)
 MAX_CHUNK_ROWS = 65_536
@@ -147,10 +147,15 @@ def sample_chunk(gen, spec: JobSpec, shard: Shard, k: int, n: int) -> pa.Table:
     """Chunk ``k`` of a sampled shard: ``n`` rows from the chunk's own stream, so chunks may run in any thread."""
     rng = chunk_rng(spec.seed, shard.class_index, shard.index, k)
     table = _columns(gen, spec, gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature))
-    if uses_lanes(spec) and getattr(gen.codec, "identifiers", None):  # chunk k starts k full chunks in
+    if uses_lanes(spec) and identifier_columns(gen):  # chunk k starts k full chunks in
         step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
         table = gen.codec.fill_identifiers(table, first_job_row(spec, shard) + k * step, spec.seed)
     return table
+
+
+def identifier_columns(gen) -> list:
+    """The bundle's identifier columns (none for generators without a codec, such as test doubles)."""
+    return list(getattr(getattr(gen, "codec", None), "identifiers", None) or ())
 
 
 def first_job_row(spec: JobSpec, shard: Shard) -> int:
@@ -163,7 +168,7 @@ def first_job_row(spec: JobSpec, shard: Shard) -> int:
 
 def check_identifiers(gen, total_rows: int) -> None:
     """Refuse, before anything is written, a job with more rows than an identifier column's format holds."""
-    for col in getattr(gen.codec, "identifiers", ()):
+    for col in identifier_columns(gen):
         if total_rows > col.rows_max:
             col.generate([total_rows - 1], 0)  # raises the column's one-line error
 
@@ -171,7 +176,7 @@ def check_identifiers(gen, total_rows: int) -> None:
 def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStats | None = None) -> Iterator[pa.Table]:
     """The chunks of one shard, in order; a pure function of (bundle, spec, shard, source)."""
     chunks = _shard_chunks(gen, spec, shard, source, stats)
-    if uses_lanes(spec) or not getattr(gen.codec, "identifiers", None):  # sample_chunk numbers them
+    if uses_lanes(spec) or not identifier_columns(gen):  # sample_chunk numbers them
         yield from chunks
         return
     row = first_job_row(spec, shard)

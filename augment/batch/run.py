@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from augment.batch.chunks import check_identifiers, output_schema
+
+from augment.batch.chunks import check_identifiers, identifier_columns, output_schema
 from augment.batch.plan import Shard, plan_job
 from augment.batch.source import Source, open_source
 from augment.batch.spec import JobSpec
@@ -172,7 +173,7 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     manifest = build_manifest(job=job, classes=gen.classes, results=results, timings=timings,
                               engine=runner.describe(), schema=output_schema(gen, spec),
                               extra={"identifiers": [{"name": c.name, "format": c.format}
-                                                     for c in getattr(gen.codec, "identifiers", ())]})
+                                                     for c in identifier_columns(gen)]})
     write_json_atomic(out / MANIFEST, manifest)  # last: from here on the folder is a result
     (out / JOB_FILE).unlink(missing_ok=True)
     echo(summary(manifest, out, resumed=len(done)))
