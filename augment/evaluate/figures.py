@@ -108,6 +108,10 @@ def calendar_figure(real: pd.DataFrame, synth: pd.DataFrame, columns: list[str])
     for row, name in zip(axes, columns):
         r, s = _calendar(real[name].to_numpy()), _calendar(synth[name].to_numpy())
         for ax, (part, labels) in zip(row, [("weekday", _WEEKDAYS), ("month", _MONTHS), ("hour", [str(h) for h in range(24)])]):
+            if part == "hour" and not (r["hour"][1:].any() or s["hour"][1:].any()):
+                ax.axis("off")  # a date: no time of day
+                ax.set_title(f"{name}: a date, no time of day")
+                continue
             x = np.arange(len(labels))
             ax.bar(x - 0.2, r[part] / max(1, r[part].sum()), 0.4, color=REAL, label="real")
             ax.bar(x + 0.2, s[part] / max(1, s[part].sum()), 0.4, color=SYNTH, label="synthetic")
