@@ -171,3 +171,14 @@ def test_evaluate_gives_the_metrics_of_augment_evaluate(synth, mixed_table):
     assert set(m) >= {"fidelity", "utility", "privacy"} and 0 < m["fidelity"]["column_shapes"]["score"] <= 1
     with pytest.raises(AugmentError, match="evaluate:"):
         synth.evaluate(train, test, train, no_such_option=1)
+
+
+def test_fit_without_torch_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from augment.errors import MissingExtraError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"Synthesizer.fit needs the 'train' extra .*pip install 'augment\[train\]'"):
+        augment.Synthesizer(label="label").fit(make_mixed_table(50))
