@@ -111,7 +111,14 @@ def dataset(path: str | os.PathLike, *, delimiter: str | None = None):
 
 
 def read_table(path: str | os.PathLike, *, columns: list[str] | None = None, delimiter: str | None = None) -> pa.Table:
-    """Read a file or a folder of Parquet files into one Arrow table (see the module docstring)."""
+    """Read a file or a folder of Parquet files into one Arrow table (see the module docstring); a pandas index
+    that the file's metadata names is dropped: it is never data."""
+    from augment.frames import without_pandas_index
+
+    return without_pandas_index(_read_table(path, columns=columns, delimiter=delimiter))
+
+
+def _read_table(path: str | os.PathLike, *, columns: list[str] | None = None, delimiter: str | None = None) -> pa.Table:
     found = dataset(path, delimiter=delimiter)
     try:
         table = found.to_table(columns=columns)
