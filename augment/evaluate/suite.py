@@ -98,11 +98,12 @@ def run_evaluation(train: pa.Table, test: pa.Table, synthetic: pa.Table, label: 
     """
     codec = getattr(model, "codec", None)
     identifiers = [c.name for c in getattr(codec, "identifiers", ())] if codec is not None else None
-    if identifiers is None:  # no bundle: the training data's own identifiers, found by the codec's rules
-        identifiers = _detect_identifiers(train, label)
+    ignored = list(getattr(codec, "dropped", ()))
+    if identifiers is None:  # no bundle: the codec's rules find the identifiers, and the free text it refuses
+        identifiers, ignored = _detect(train, label, synthetic)
     rare = {c.name: c.rare["min_rows"] for c in getattr(codec, "columns", ()) if getattr(c, "rare", None)}
     schema = prepare(train, test, synthetic, label, image_shape=image_shape, classes=classes, identifiers=identifiers,
-                     ignored=list(getattr(codec, "dropped", ())))
+                     ignored=ignored)
     with limit_threads(config.threads):
         evaluation = _run(schema, train, test, synthetic, config, model)
     evaluation.metrics["identifiers"] = identifier_checks(train, synthetic, schema.identifiers)
@@ -110,14 +111,29 @@ def run_evaluation(train: pa.Table, test: pa.Table, synthetic: pa.Table, label: 
     return evaluation
 
 
-def _detect_identifiers(train: pa.Table, label: str) -> list[str]:
+def _detect(train: pa.Table, label: str, synthetic: pa.Table) -> tuple[list[str], list[str]]:
+    """(identifier columns, refused columns the synthetic data lacks: left out with --drop) by the codec's rules."""
     from augment.codec import MAX_INT_CATEGORIES
     from augment.columns.detect import plan_column
     from augment.io import _as_array
 
-    return [n for n in train.column_names if n != label and plan_column(
-        n, _as_array(train.column(n)), forced=None, max_categories=1000,
-        max_int_categories=MAX_INT_CATEGORIES).kind == "identifier"]
+    ids, ignored = [], []
+    for n in train.column_names:
+        if n == label or _is_image(train.schema.field(n).type):
+            continue
+        plan = plan_column(n, _as_array(train.column(n)), forced=None, max_categories=1000,
+                           max_int_categories=MAX_INT_CATEGORIES)
+        if plan.kind == "identifier":
+            ids.append(n)
+        elif plan.problem is not None and n not in synthetic.column_names:
+            ignored.append(n)
+    return ids, ignored
+
+
+def _is_image(t: pa.DataType) -> bool:
+    from augment.io import image_encoding
+
+    return image_encoding(t) is not None
 
 
 def identifier_checks(train: pa.Table, synthetic: pa.Table, columns) -> dict:
