@@ -39,13 +39,14 @@ def main() -> None:
     ap.add_argument("--drop", default="name,host_name")
     ap.add_argument("--out", default="runs/bench_real_table")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores; 1 on a busy machine)")
     args = ap.parse_args()
     table = read_table(args.data)
     tr, te = split(table, args.label, 0.2, seed=args.seed)
     drop = tuple(n for n in args.drop.split(",") if n and n in table.column_names)
     t0 = time.perf_counter()
     bundle = train(tr, label=args.label, out=Path(args.out) / "model", overwrite=True, progress=False,
-                   config=TrainConfig(seed=args.seed, **({"drop": drop} if drop else {})))
+                   config=TrainConfig(seed=args.seed, threads=args.threads, **({"drop": drop} if drop else {})))
     train_s = time.perf_counter() - t0
     gen = Generator(bundle)
     counts = {i: int(n) for i, n in enumerate(bundle.class_counts)}

@@ -497,6 +497,16 @@ def test_real_table_bundle_generate_and_perturb(table_client, table_bundle):
     assert [row["augment_source_row"] for row in out] == [i for i in range(6) for _ in range(2)]
 
 
+def test_perturb_refuses_numeric_nulls_where_training_had_none(table_client, mixed_table):
+    # "age" had no nulls in training ("income" had): a null age is refused, as a null category is, not imputed
+    rows = [{k: v for k, v in row.items()} for row in mixed_table.slice(0, 3).to_pylist()]
+    rows[1]["age"] = None
+    assert_error(table_client.post("/v1/perturb", json={"rows": rows, "per_example": 1}), 422,
+                 "'age' holds nulls (first at row 1) but had none in training")
+    rows[1]["age"], rows[2]["income"] = 40, None
+    assert table_client.post("/v1/perturb", json={"rows": rows, "per_example": 1}).status_code == 200
+
+
 def test_real_image_bundle_classes_are_strings_of_ints(image_bundle):
     from augment.generator import Generator
 
