@@ -14,6 +14,7 @@ __all__ = [
     "BundleError",
     "OutputExistsError",
     "ClassNameError",
+    "StorageError",
 ]
 
 
@@ -39,3 +40,7 @@ class OutputExistsError(AugmentError):
 
 class ClassNameError(AugmentError):
     """A class name is not one of the bundle's classes."""
+
+
+class StorageError(AugmentError):
+    """A path or URI cannot be used: unknown scheme, bucket missing, unreachable or refusing these credentials."""

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
@@ -81,16 +80,19 @@ def split(data_path, label, test_size, per_class, seed, out, overwrite):
 
     if not test_size > 0:
         raise click.BadParameter(f"must be > 0, got {test_size}", param_hint="--test-size")
-    out = Path(out)
-    targets = [out / "train.parquet", out / "test.parquet"]
+    from augment.fs import commit, resolve
+
+    out = resolve(out)
+    out.check_reachable()
+    targets = [out.join("train.parquet"), out.join("test.parquet")]
     if not overwrite and any(t.exists() for t in targets):
         raise OutputExistsError(f"{out} already holds train.parquet or test.parquet; pass --overwrite to replace them")
     table = read_real(data_path)
     label = _label_from(table, label)
     tr, te = split_table(table, label, test_size=test_size, seed=seed, per_class=per_class)
-    out.mkdir(parents=True, exist_ok=True)
     for path, idx in zip(targets, (tr, te)):
-        pq.write_table(table.take(idx), path)
+        with commit(path) as tmp:
+            pq.write_table(table.take(idx), tmp)
     click.echo(f"wrote {targets[0]} ({len(tr):,} rows) and {targets[1]} ({len(te):,} rows), stratified by {label!r}, seed {seed}")
 
 
@@ -123,8 +125,11 @@ def evaluate(train_path, test_path, synth_path, report_path, model_path, label, 
     from augment.evaluate import EvalConfig, read_real, read_synthetic, run_evaluation, summary_rows, write_report
     from augment.evaluate.utility import parse_real_sizes
 
-    report = Path(report_path)
-    if report.exists() and any(report.iterdir()) and not overwrite:
+    from augment.fs import resolve
+
+    report = resolve(report_path)
+    report.check_reachable()
+    if report.list() and not overwrite:
         raise OutputExistsError(f"report folder {report} exists and is not empty; pass --overwrite to replace it")
     try:
         sizes = tuple(parse_real_sizes(sweep_real))
