@@ -87,10 +87,12 @@ def image_bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 API on loopback (moto's server mode), started once per run and stopped at the end."""
+    import logging
     import socket
 
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
