@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from augment import __version__
 from augment.errors import BundleError, OutputExistsError
-from augment.fs import Location, fsync_dir, fsync_file, resolve
+from augment.fs import Location, cache_dir, fsync_dir, fsync_file, resolve
 
 __all__ = ["FORMAT_VERSION", "BUNDLE_FILES", "Bundle", "load_bundle", "write_bundle", "sha256_file"]
 
@@ -37,12 +37,8 @@ _REQUIRED = {"modality": str, "arrow_schema": str, "label": dict, "codec": dict,
              "onnx": dict}
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | os.PathLike) -> str:
+    return resolve(path).sha256()
 
 
 def schema_to_b64(schema: pa.Schema) -> str:
@@ -99,18 +95,6 @@ class Bundle:
 CACHE_KEEP = 8  # bundles kept in the download cache (the least recently used beyond that are removed)
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("AUGMENT_CACHE_DIR")
-    if env:
-        return Path(env)
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "augment"
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        return home
-    except OSError:  # a container without a writable home
-        return Path(tempfile.gettempdir()) / f"augment-cache-{os.getuid()}"
-
-
 def _fetch(loc: Location) -> Path:
     """A bundle in a bucket -> its local copy, downloaded at most once per machine (keyed by content)."""
     if not loc.is_dir() and not loc.is_file():
@@ -119,7 +103,7 @@ def _fetch(loc: Location) -> Path:
     if missing:
         raise BundleError(f"bundle {loc.uri!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
     raw = loc.join("bundle.json").read_bytes()
-    root = _cache_root() / "bundles"
+    root = cache_dir() / "bundles"
     target = root / hashlib.sha256(raw).hexdigest()
     if (target / "bundle.json").is_file():
         os.utime(target)  # most recently used

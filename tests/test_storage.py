@@ -179,7 +179,6 @@ def test_unreachable_endpoint_and_missing_bucket_fail_in_one_line_quickly(tmp_pa
 def test_serve_loads_a_bundle_from_a_bucket(s3, table_bundle, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from augment.generator import Generator
     from serving.app import create_app
     from serving.settings import ServeSettings
 
