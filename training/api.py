@@ -20,7 +20,7 @@ import torch
 from augment.bundle import Bundle, schema_to_b64, write_bundle
 from augment.codec import Codec
 from augment.errors import OutputExistsError
-from augment.fs import resolve
+from augment.fs import Location, resolve
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
@@ -53,7 +53,17 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     out.check_reachable()
     if out.exists() and not overwrite:  # refuse before spending minutes on training
         raise OutputExistsError(f"output folder {out.uri!r} exists (pass --overwrite to replace it)")
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    try:  # a library call leaves the process as it found it
+        return _train(table, label=label, out=out, config=config, image_shape=image_shape, overwrite=overwrite,
+                      progress=progress, source=source)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainConfig,
+           image_shape: tuple[int, int, int] | None, overwrite: bool, progress: bool, source: str | None) -> Bundle:
     started = time.perf_counter()
 
     codec = Codec.fit(table, label=label, image_shape=image_shape, categorical=list(config.categorical),

@@ -99,8 +99,6 @@ def write_report(evaluation: Evaluation, out: str | Path, *, overwrite: bool = F
     """Write metrics.json, figures/*.png and index.html into ``out`` (a path or URI); returns the HTML's path."""
     import io
 
-    import matplotlib.pyplot as plt
-
     from augment.fs import resolve
 
     out = resolve(out)
@@ -115,8 +113,7 @@ def write_report(evaluation: Evaluation, out: str | Path, *, overwrite: bool = F
     written = []
     for name, fig in evaluation.figures.items():
         buf = io.BytesIO()
-        fig.savefig(buf, dpi=100, format="png")
-        plt.close(fig)
+        fig.savefig(buf, dpi=100, format="png")  # a plain Figure: nothing to close in pyplot
         out.join(FIG_DIR, name).write_bytes(buf.getvalue())
         written.append(f"{FIG_DIR}/{name}")
     metrics = _jsonable({**evaluation.metrics, "figures": written})
