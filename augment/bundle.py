@@ -97,11 +97,9 @@ CACHE_KEEP = 8  # bundles kept in the download cache (the least recently used be
 
 def _fetch(loc: Location) -> Path:
     """A bundle in a bucket -> its local copy, downloaded at most once per machine (keyed by content)."""
-    if not loc.is_dir() and not loc.is_file():
-        raise BundleError(f"bundle folder not found: {loc.uri!r} (expected a folder written by `augment train`)")
-    missing = [name for name in BUNDLE_FILES if not loc.join(name).is_file()]
-    if missing:
-        raise BundleError(f"bundle {loc.uri!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
+    if not loc.is_dir():
+        raise _not_found(loc.uri)
+    _check_files(loc.uri, [name for name in BUNDLE_FILES if not loc.join(name).is_file()])
     raw = loc.join("bundle.json").read_bytes()
     root = cache_dir() / "bundles"
     target = root / hashlib.sha256(raw).hexdigest()
@@ -134,17 +132,33 @@ def _trim_cache(root: Path) -> None:
 def load_bundle(path: str | os.PathLike) -> Bundle:
     """Read and verify a bundle folder (a path or a URI); a ``BundleError`` names what is wrong and where."""
     loc = resolve(path)
-    root = loc.local_path if loc.is_local else _fetch(loc)
-    bundle = _load_local(root, loc.uri)
+    if loc.is_local:
+        root = loc.local_path
+        bundle = _load_local(root, loc.uri)
+    else:
+        root = _fetch(loc)
+        try:
+            bundle = _load_local(root, loc.uri)
+        except BundleError:  # a cached copy changed on disk since: download it again, once
+            shutil.rmtree(root, ignore_errors=True)
+            root = _fetch(loc)
+            bundle = _load_local(root, loc.uri)
     return Bundle(path=root, json=bundle.json, sha256=bundle.sha256, source=loc.uri)
+
+
+def _not_found(name: str) -> BundleError:
+    return BundleError(f"bundle folder not found: {name!r} (expected a folder written by `augment train`)")
+
+
+def _check_files(name: str, missing: list[str]) -> None:
+    if missing:
+        raise BundleError(f"bundle {name!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
 
 
 def _load_local(root: Path, name: str) -> Bundle:
     if not root.is_dir():
-        raise BundleError(f"bundle folder not found: {name!r} (expected a folder written by `augment train`)")
-    missing = [f for f in BUNDLE_FILES if not (root / f).is_file()]
-    if missing:
-        raise BundleError(f"bundle {name!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
+        raise _not_found(name)
+    _check_files(name, [f for f in BUNDLE_FILES if not (root / f).is_file()])
     raw = (root / "bundle.json").read_bytes()
     try:
         meta = json.loads(raw)
