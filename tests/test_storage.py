@@ -44,7 +44,7 @@ def upload_folder(s3, folder: Path, prefix: str) -> None:
             f.write(p.read_bytes())
 
 
-GEN = ("--per-class", 700, "--rows-per-file", 300, "--seed", 3, "--quiet")
+GEN = ("--per-class", 700, "--rows-per-file", 300, "--seed", 3, "--quiet", "--engine", "local")  # Ray may be up
 
 
 # ------------------------------------------------------------------------------------------ fs module
