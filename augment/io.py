@@ -3,7 +3,8 @@
 Inputs are a Parquet file, a folder of Parquet files (read as one dataset, hive partitions included), a CSV
 file (comma, semicolon, tab or pipe, sniffed; ``.tsv``; gzip-compressed ``.csv.gz``), JSON lines
 (``.jsonl``, ``.ndjson``) or Arrow IPC / Feather (``.arrow``, ``.feather``, ``.ipc``). Training data and
-``--from`` rows go through the same ``dataset`` function, so a folder reads the same way for both. Image columns are
+``--from`` rows go through the same ``dataset`` function, so a folder reads the same way for both; every path
+may be a URI (s3://, gs://, file://; see ``augment.fs``). Image columns are
 ``fixed_size_list<int|float>[C*H*W]``, ``list<int|float>`` with one length for every row, or binary PNG bytes;
 pixels are channel-first and flattened (``(n, C*H*W)``). Everything but PNG decoding is vectorized.
 """
@@ -13,14 +14,15 @@ from __future__ import annotations
 import io as _pyio
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyarrow.fs import FileType
 
 from augment import arrays
 from augment.errors import InputError
+from augment.fs import resolve
 
 __all__ = [
     "read_table",
@@ -67,9 +69,12 @@ def sniff_delimiter(path: str | os.PathLike) -> str:
     import csv
     import gzip
 
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
-        head = f.read(65_536)
+    loc = resolve(path)
+    with loc.fs.open_input_stream(loc.path) as raw:
+        data = raw.read(1 << 20)
+    if str(path).lower().endswith(".gz"):
+        data = gzip.GzipFile(fileobj=_pyio.BytesIO(data)).read1(65_536) if data else b""
+    head = data[:65_536].decode("utf-8", errors="replace")
     if str(path).lower().removesuffix(".gz").endswith(".tsv"):
         return "\t"
     lines = [line for line in head.splitlines()[:20] if line.strip()]
@@ -85,29 +90,32 @@ def dataset(path: str | os.PathLike, *, delimiter: str | None = None):
     """A ``pyarrow.dataset.Dataset`` over a file or a folder of Parquet files (hive partitions included)."""
     import pyarrow.dataset as ds
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such file or folder: {str(p)!r}; expected {_ALLOWED}")
+    loc = resolve(path)
+    kind = loc.info().type
+    if kind == FileType.NotFound:
+        raise InputError(f"no such file or folder: {loc.uri!r}; expected {_ALLOWED}")
     try:
-        if p.is_dir():
+        if kind == FileType.Directory:
             # ignore_prefixes skips Spark/Hadoop markers such as _SUCCESS and .crc files
-            found = ds.dataset(p, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+            found = ds.dataset(loc.path, filesystem=loc.fs, format="parquet", partitioning="hive",
+                               ignore_prefixes=[".", "_"])
             if not found.files:
-                raise InputError(f"folder {str(p)!r} holds no Parquet files; expected {_ALLOWED}")
+                raise InputError(f"folder {loc.uri!r} holds no Parquet files; expected {_ALLOWED}")
             return found
-        fmt = _format_of(p.name)
+        fmt = _format_of(loc.name)
         if fmt is None:
-            raise InputError(f"unsupported file type {p.suffix or p.name!r} for {str(p)!r}; expected {_ALLOWED}")
+            suffix = os.path.splitext(loc.name)[1]
+            raise InputError(f"unsupported file type {suffix or loc.name!r} for {loc.uri!r}; expected {_ALLOWED}")
         if fmt == "csv":
             import pyarrow.csv as pacsv
 
-            sep = delimiter or sniff_delimiter(p)
-            return ds.dataset(p, format=ds.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=sep)))
-        return ds.dataset(p, format=fmt)
+            sep = delimiter or sniff_delimiter(path)
+            fmt = ds.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=sep))
+        return ds.dataset(loc.path, filesystem=loc.fs, format=fmt)
     except InputError:
         raise
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise InputError(f"cannot read {str(p)!r} ({_one_line(err)}); expected {_ALLOWED}") from err
+        raise InputError(f"cannot read {loc.uri!r} ({_one_line(err)}); expected {_ALLOWED}") from err
 
 
 def read_table(path: str | os.PathLike, *, columns: list[str] | None = None, delimiter: str | None = None) -> pa.Table:
@@ -124,7 +132,7 @@ def _read_table(path: str | os.PathLike, *, columns: list[str] | None = None, de
         table = found.to_table(columns=columns)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise InputError(f"cannot read {str(path)!r} ({_one_line(err)}); expected {_ALLOWED}") from err
-    if table.num_rows == 0 and _format_of(Path(path).name) in ("csv", "json"):
+    if table.num_rows == 0 and _format_of(resolve(path).name) in ("csv", "json"):
         raise InputError(f"{str(path)!r} has a header ({table.num_columns} columns) but no rows")
     return table
 
