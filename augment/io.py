@@ -67,14 +67,10 @@ def sniff_delimiter(path: str | os.PathLike) -> str:
     """The delimiter of a CSV file: the one of comma, semicolon, tab and pipe that splits the first lines
     into the same, largest number of fields (``.tsv``: tab)."""
     import csv
-    import gzip
 
     loc = resolve(path)
-    with loc.fs.open_input_stream(loc.path) as raw:
-        data = raw.read(1 << 20)
-    if str(path).lower().endswith(".gz"):
-        data = gzip.GzipFile(fileobj=_pyio.BytesIO(data)).read1(65_536) if data else b""
-    head = data[:65_536].decode("utf-8", errors="replace")
+    with loc.fs.open_input_stream(loc.path) as raw:  # .gz decompressed by pyarrow (compression="detect")
+        head = raw.read(65_536).decode("utf-8", errors="replace")
     if str(path).lower().removesuffix(".gz").endswith(".tsv"):
         return "\t"
     lines = [line for line in head.splitlines()[:20] if line.strip()]
