@@ -145,12 +145,17 @@ class Generator:
             raise InputError(f"temperature must be >= 0, got {temperature}")
 
     def iter_sample(self, class_index: int, n: int, rng: np.random.Generator, *, sampler: str = "mixture",
-                    temperature: float = 1.0) -> Iterator[pa.Table]:
-        """``sample`` as a stream of tables of at most ``batch_size`` rows (memory stays flat)."""
+                    temperature: float = 1.0, mixture=None) -> Iterator[pa.Table]:
+        """``sample`` as a stream of tables of at most ``batch_size`` rows (memory stays flat).
+
+        ``mixture``: a ``GaussianMixture`` to draw z from instead of the class's own (a conditional proposal).
+        """
         self._check(class_index, sampler, temperature)
         for start in range(0, int(n), self.batch_size):
             m = min(self.batch_size, int(n) - start)
-            if sampler == "mixture":
+            if mixture is not None:
+                z = mixture.sample(m, rng, temperature)
+            elif sampler == "mixture":
                 z = self.mixture.sample(class_index, m, rng, temperature)
             else:
                 z = sample_prior(m, self.latent_dim, rng, temperature)
@@ -158,9 +163,9 @@ class Generator:
             yield self._assemble(self.decode(z, labels, rng, temperature), labels, "sample")
 
     def sample(self, class_index: int, n: int, rng: np.random.Generator, *, sampler: str = "mixture",
-               temperature: float = 1.0) -> pa.Table:
+               temperature: float = 1.0, mixture=None) -> pa.Table:
         """``n`` synthetic rows of one class, label and provenance columns included."""
-        parts = list(self.iter_sample(class_index, n, rng, sampler=sampler, temperature=temperature))
+        parts = list(self.iter_sample(class_index, n, rng, sampler=sampler, temperature=temperature, mixture=mixture))
         return pa.concat_tables(parts) if parts else self.output_schema.empty_table()
 
     def perturb(self, table: pa.Table, per_example: int, noise: float, rng: np.random.Generator, *,

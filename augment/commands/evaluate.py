@@ -15,7 +15,7 @@ import click
 from augment.cli import run_command
 from augment.errors import InputError, OutputExistsError
 
-__all__ = ["split", "evaluate", "split_table"]
+__all__ = ["split", "evaluate", "split_table", "filter_where"]
 
 
 def _label_from(table, label: str | None, model_label: str | None = None) -> str:
@@ -94,6 +94,28 @@ def split(data_path, label, test_size, per_class, seed, out, overwrite):
     click.echo(f"wrote {targets[0]} ({len(tr):,} rows) and {targets[1]} ({len(te):,} rows), stratified by {label!r}, seed {seed}")
 
 
+def filter_where(where, train, test, synthetic, label: str, gen=None):
+    """(train, test, synthetic) keeping the rows meeting every --where clause; parsed on the real data's schema.
+
+    Every class must keep some training and test rows, or there is nothing to score against.
+    """
+    import pyarrow.compute as pc
+
+    from augment.conditions import parse_where
+
+    categories = {c.name: c.categories for c in gen.codec.columns if hasattr(c, "categories")} if gen else None
+    condition = parse_where(where, train.schema, categories)
+    out = [condition.filter(t) for t in (train, test, synthetic)]
+    for name, t in zip(("--train", "--test"), out[:2]):
+        have = set(pc.unique(t.column(label).cast("string")).to_pylist()) if t.num_rows else set()
+        need = set(pc.unique(out[2].column(label).cast("string")).to_pylist()) if out[2].num_rows else set()
+        missing = sorted(need - have)
+        if not t.num_rows or missing:
+            raise InputError(f"--where {condition}: {name} holds no row of class {', '.join(map(repr, missing or ['any']))} "
+                             "meeting it, so there is nothing to score against")
+    return tuple(out)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
@@ -115,10 +137,13 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--sweep-seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Repeats of the sweep, each with its own subsets.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads for scikit-learn.")
 @click.option("--no-figures", is_flag=True, help="Numbers only (faster).")
+@click.option("--where", "where", multiple=True,
+              help="Score conditional synthetic data (augment generate --where) against the real rows meeting the "
+                   "same clauses: train, test and synthetic are all filtered by them. Repeatable.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @run_command
 def evaluate(train_path, test_path, synth_path, report_path, model_path, label, seed, sweep_real, sweep_synth, sweep_seeds,
-             threads, no_figures, overwrite):
+             threads, no_figures, where, overwrite):
     """Fidelity, utility and privacy of synthetic data: REPORT/metrics.json and REPORT/index.html."""
     from augment.evaluate import EvalConfig, read_real, read_synthetic, run_evaluation, summary_rows, write_report
     from augment.evaluate.utility import parse_real_sizes
@@ -138,14 +163,19 @@ def evaluate(train_path, test_path, synth_path, report_path, model_path, label, 
         from augment.generator import Generator
 
         gen = Generator.from_path(model_path)
-    train = read_real(train_path)
+    train, test, synthetic = read_real(train_path), read_real(test_path), read_synthetic(synth_path)
     label = _label_from(train, label, gen.bundle.label_column if gen else None)
+    if where:
+        train, test, synthetic = filter_where(where, train, test, synthetic, label, gen)
     evaluation = run_evaluation(
-        train, read_real(test_path), read_synthetic(synth_path), label, config=config,
+        train, test, synthetic, label, config=config,
         image_shape=tuple(gen.codec.image_shape) if gen is not None and gen.codec.image_shape else None,
         classes=list(gen.classes) if gen is not None else None, model=gen,
     )
     evaluation.metrics["seconds"] = round(time.perf_counter() - started, 1)
+    if where:
+        evaluation.metrics["where"] = {"clauses": list(where), "rows": {"train": train.num_rows, "test": test.num_rows,
+                                                                       "synthetic": synthetic.num_rows}}
     page = write_report(evaluation, report, overwrite=overwrite)
     rows = summary_rows(evaluation.metrics)
     width = max(len(name) for name, _ in rows)
