@@ -179,3 +179,49 @@ def test_evaluate_where_scores_against_the_matching_real_rows(table_bundle, tmp_
 def test_condition_error_is_an_augment_error(gen):
     with pytest.raises(ConditionError, match="age >= 100"):
         generate_table(gen, {0: 5}, 0, where=["age >= 100"])
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    from augment.batch.write import parquet_writer
+
+    table = table.replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with parquet_writer(sink, table.schema, "label") as w:
+        w.write_table(table, row_group_size=max(1, table.num_rows))
+    return sink.getvalue().to_pybytes()
+
+
+def test_api_stream_http_and_cli_give_the_same_conditional_rows(table_bundle, tmp_path):
+    import io
+
+    from fastapi.testclient import TestClient
+
+    import augment
+    from serving.app import create_app
+    from serving.settings import ServeSettings
+
+    synth = augment.Synthesizer.load(table_bundle)
+    want = synth.sample(class_counts={"no": 70, "yes": 30}, seed=5, where=WHERE, output="arrow")
+    assert want.num_rows == 100 and meets(want, WHERE).all()
+    assert ipc_bytes(pa.Table.from_batches(list(synth.stream(class_counts={"no": 70, "yes": 30}, seed=5,
+                                                             where=WHERE)))) == ipc_bytes(want)
+    r = invoke("generate", "--model", table_bundle, "--class-counts", "no=70,yes=30", "--seed", 5, "--quiet",
+               "--out", tmp_path / "o", *sum((["--where", w] for w in WHERE), []))
+    assert r.exit_code == 0, r.output
+    files = sorted((tmp_path / "o").glob("*.parquet"))
+    assert ipc_bytes(pa.concat_tables([pq.read_table(f) for f in files])) == ipc_bytes(want)
+    with pytest.raises(ConditionError, match="unknown column 'salary'"):
+        synth.sample(per_class=3, where="salary > 1")
+    with TestClient(create_app(ServeSettings(model=str(table_bundle)), generator=synth._generator()),
+                    raise_server_exceptions=False) as client:
+        body = {"counts": {"no": 70, "yes": 30}, "seed": 5, "where": WHERE}
+        r = client.post("/v1/generate", json=body, headers={"accept": "application/vnd.apache.parquet"})
+        assert r.status_code == 200, r.text
+        assert ipc_bytes(pq.read_table(io.BytesIO(r.content))) == ipc_bytes(want)
+        for where, fragment in ((["job = pilot"], "never holds 'pilot'"),
+                                (["age >= 100"], "no training row of class 'no' has age >= 100")):
+            r = client.post("/v1/generate", json={**body, "where": where})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "where"], r.text
+            assert fragment in r.json()["detail"][0]["msg"] and "Traceback" not in r.text
+        r = client.post("/v1/generate", json={**body, "where": ["age > 1"] * 33})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "where"]
