@@ -258,6 +258,14 @@ class Codec:
                   for col, seg in zip(self.columns, self.segments)]
         return pa.Table.from_arrays(arrays, schema=self.feature_schema)
 
+    def inverse_columns(self, params: np.ndarray, rng: np.random.Generator, temperature: float,
+                        names) -> dict[str, pa.Array]:
+        """``inverse`` of the named columns only (in training order, drawing from ``rng`` as ``inverse`` does for
+        them): ``--where`` decodes the columns it tests first and the others only for the rows it keeps."""
+        wanted = set(names)
+        return {col.name: col.inverse(params[:, seg.out_start:seg.out_stop], rng, float(temperature))
+                for col, seg in zip(self.columns, self.segments) if col.name in wanted}
+
     def label_array(self, indices: np.ndarray) -> pa.Array:
         """Class indices -> label values in the label's original Arrow type (all null when unconditional)."""
         indices = np.asarray(indices, dtype=np.int64)

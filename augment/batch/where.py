@@ -146,10 +146,8 @@ def where_chunk(gen, spec, class_index: int, n: int, rng: np.random.Generator, s
     while have < n:
         want = min(math.ceil((n - have) / accept * OVERSAMPLE), 64 * batch)
         m = -(-want // batch) * batch  # whole decoder batches
-        table = gen.sample(class_index, m, rng, sampler=spec.sampler, temperature=spec.temperature,
-                           mixture=proposal.mixture)
-        mask = plan.condition.mask(table)
-        kept = table.filter(pa.array(mask))
+        kept, mask = gen.sample_where(class_index, m, rng, plan.condition, sampler=spec.sampler,
+                                      temperature=spec.temperature, mixture=proposal.mixture)
         if kept.num_rows > n - have:
             kept = kept.slice(0, n - have)
             m = int(np.flatnonzero(mask)[kept.num_rows - 1]) + 1  # rows up to the last one kept
