@@ -48,8 +48,9 @@ FIDELITY = [  # (kind, bundle, clauses)
 ]
 
 
-def prepare(data: Path, work: Path) -> dict:
-    """{name: (bundle path, train table, test table)} for bank and the nulled copy, trained once."""
+def prepare(data: Path, work: Path, train_missing: bool = True) -> dict:
+    """{name: (bundle path, train table, test table)} for bank and the nulled copy, trained once (a bundle not
+    under --work is left out with --no-train)."""
     from training.api import train
     from training.config import TrainConfig
 
@@ -65,6 +66,9 @@ def prepare(data: Path, work: Path) -> dict:
         pq.write_table(tr, folder / "train.parquet")
         pq.write_table(te, folder / "test.parquet")
         if not (folder / "model" / "bundle.json").exists():
+            if not train_missing:
+                print(f"no bundle {folder / 'model'}: its conditions are left out (--no-train)", file=sys.stderr)
+                continue
             t0 = time.perf_counter()
             train(tr, label=LABEL, out=folder / "model", config=TrainConfig(), progress=False)
             print(f"trained {name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -96,6 +100,7 @@ def _num(v) -> float:
 
 
 def fidelity(bundles: dict) -> list[tuple]:
+    from augment.commands.evaluate import filter_where
     from augment.conditions import parse_where
     from augment.generator import Generator
     from augment.rows import generate_table
@@ -103,9 +108,11 @@ def fidelity(bundles: dict) -> list[tuple]:
     rows = []
     gens = {name: Generator.from_path(b[0]) for name, b in bundles.items()}
     for kind, name, clauses in FIDELITY:
+        if name not in bundles:
+            continue
         gen, (_, tr, te) = gens[name], bundles[name]
         cond = parse_where(clauses, tr.schema)
-        tr_c, te_c = cond.filter(tr), cond.filter(te)
+        tr_c = cond.filter(tr)
         labels = tr_c.column(LABEL).to_pylist()
         counts = {gen.class_index(c): labels.count(c) for c in gen.classes if labels.count(c)}
         share = tr_c.num_rows / tr.num_rows
@@ -114,7 +121,8 @@ def fidelity(bundles: dict) -> list[tuple]:
             synth = generate_table(gen, counts, 0, where=clauses, where_proposal=proposal)
             secs = time.perf_counter() - t0
             assert cond.mask(synth).all() and synth.num_rows == tr_c.num_rows
-            shapes, acc, auc = scores(tr_c, te_c, synth)
+            real_c, te_c, synth_c = filter_where(clauses, tr, te, synth, LABEL, gen)  # what evaluate --where scores
+            shapes, acc, auc = scores(real_c, te_c, synth_c)
             rows.append((kind, " and ".join(clauses), f"{share:.1%}", proposal, tr_c.num_rows, te_c.num_rows,
                          shapes, acc, auc, synth.num_rows / secs))
             print(rows[-1], file=sys.stderr)
@@ -170,9 +178,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=500_000, help="rows per speed run")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-fidelity", action="store_true")
+    ap.add_argument("--no-train", action="store_true", help="use the bundles under --work, train none")
     args = ap.parse_args()
     work = Path(args.work)
-    bundles = prepare(Path(args.data), work)
+    bundles = prepare(Path(args.data), work, train_missing=not args.no_train)
     if not args.skip_fidelity:
         print("| kind | condition | train rows meeting it | proposal | real train / test rows | column shapes | "
               "TSTR/TRTR accuracy | TSTR/TRTR ROC AUC | rows/s in memory |")

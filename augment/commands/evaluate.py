@@ -20,6 +20,7 @@ __all__ = ["evaluate", "filter_where"]
 
 def filter_where(where, train, test, synthetic, label: str, gen=None):
     """(train, test, synthetic) keeping the rows meeting every --where clause; parsed on the real data's schema.
+    Columns the clauses leave all null in the training rows are dropped from all three.
 
     Every class of the synthetic rows must keep some training and test rows, or there is nothing to score against.
     """
@@ -37,7 +38,9 @@ def filter_where(where, train, test, synthetic, label: str, gen=None):
         if not t.num_rows or missing:
             raise InputError(f"--where {condition}: {name} holds no row of class {', '.join(map(repr, missing or ['any']))} "
                              "meeting it, so there is nothing to score against")
-    return tuple(out)
+    # a column the clauses leave all null (`pdays is null`) holds nothing to compare or learn from
+    empty = [c for c in condition.columns if out[0].column(c).null_count == out[0].num_rows]
+    return tuple(t.drop_columns(empty) for t in out)
 
 
 def _ints(text: str) -> tuple[int, ...]:
