@@ -144,6 +144,15 @@ class Generator:
         if not temperature >= 0:
             raise InputError(f"temperature must be >= 0, got {temperature}")
 
+    def _latent(self, class_index: int, m: int, rng: np.random.Generator, sampler: str, temperature: float,
+                mixture) -> np.ndarray:
+        """``m`` latent draws: from ``mixture`` when given (a conditional proposal), else the chosen sampler."""
+        if mixture is not None:
+            return mixture.sample(m, rng, temperature)
+        if sampler == "mixture":
+            return self.mixture.sample(class_index, m, rng, temperature)
+        return sample_prior(m, self.latent_dim, rng, temperature)
+
     def iter_sample(self, class_index: int, n: int, rng: np.random.Generator, *, sampler: str = "mixture",
                     temperature: float = 1.0, mixture=None) -> Iterator[pa.Table]:
         """``sample`` as a stream of tables of at most ``batch_size`` rows (memory stays flat).
@@ -153,12 +162,7 @@ class Generator:
         self._check(class_index, sampler, temperature)
         for start in range(0, int(n), self.batch_size):
             m = min(self.batch_size, int(n) - start)
-            if mixture is not None:
-                z = mixture.sample(m, rng, temperature)
-            elif sampler == "mixture":
-                z = self.mixture.sample(class_index, m, rng, temperature)
-            else:
-                z = sample_prior(m, self.latent_dim, rng, temperature)
+            z = self._latent(class_index, m, rng, sampler, temperature, mixture)
             labels = np.full(m, class_index, dtype=np.int64)
             yield self._assemble(self.decode(z, labels, rng, temperature), labels, "sample")
 
@@ -182,12 +186,7 @@ class Generator:
         parts, masks = [], []
         for start in range(0, int(n), self.batch_size):
             m = min(self.batch_size, int(n) - start)
-            if mixture is not None:
-                z = mixture.sample(m, rng, temperature)
-            elif sampler == "mixture":
-                z = self.mixture.sample(class_index, m, rng, temperature)
-            else:
-                z = sample_prior(m, self.latent_dim, rng, temperature)
+            z = self._latent(class_index, m, rng, sampler, temperature, mixture)
             labels = np.full(m, class_index, dtype=np.int64)
             params = self.decoder.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32), "y": self._eye[labels]})[0]
             cols = self.codec.inverse_columns(params, rng, temperature, tested)
