@@ -169,37 +169,45 @@ class Synthesizer:
 
     # ------------------------------------------------------------------------------------------- sampling
     def _sample_spec(self, per_class, rows, class_counts, balance, sampler, temperature, seed, provenance,
-                     rows_per_file) -> JobSpec:
+                     rows_per_file, where=(), where_proposal: str = "latent") -> JobSpec:
         gen = self._generator()
         if class_counts is not None and not isinstance(class_counts, (Mapping, str)):
             raise InputError("class_counts must be a mapping {class: rows} or a string 'a=10,b=20'")
         counts = resolve_counts(gen.classes, gen.bundle.class_counts, per_class=per_class,
                                 class_counts=[class_counts] if isinstance(class_counts, str) else (class_counts or ()),
                                 balance=balance, rows=rows)
+        if isinstance(where, str):
+            where = [where]
+        if not isinstance(where, (list, tuple)) or not all(isinstance(w, str) for w in where):
+            raise InputError("where must be a list of clauses such as ['age >= 60', 'job in retired|management']")
         return JobSpec(mode="sample", counts=tuple(sorted(counts.items())), seed=_seed(seed), sampler=sampler,
-                       temperature=temperature, provenance=provenance, rows_per_file=rows_per_file)
+                       temperature=temperature, provenance=provenance, rows_per_file=rows_per_file,
+                       where=tuple(where), where_proposal=where_proposal)
 
     def sample(self, per_class: int | None = None, *, rows: int | None = None, class_counts=None,
                balance: bool = False, sampler: str = "mixture", temperature: float = 1.0, seed: int = 0,
-               provenance: bool = False, output: str = "pandas", rows_per_file: int = DEFAULT_ROWS_PER_FILE):
+               provenance: bool = False, output: str = "pandas", rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+               where=(), where_proposal: str = "latent"):
         """Synthetic rows: exactly one of ``per_class``, ``rows`` (training proportions), ``class_counts``
         (``{"yes": 400}``) or ``balance=True``. A DataFrame, or ``output="arrow"`` for a pyarrow Table; the rows
-        of ``augment generate`` with the same options and seed, in plan order (class by class)."""
+        of ``augment generate`` with the same options and seed, in plan order (class by class).
+        ``where=["age >= 60", "housing = yes"]``: every row meets every clause, counts stay exact (``--where``)."""
         from augment.rows import spec_table
 
         spec = self._sample_spec(per_class, rows, class_counts, balance, sampler, temperature, seed, provenance,
-                                 rows_per_file)
+                                 rows_per_file, where, where_proposal)
         return to_output(spec_table(self._generator(), spec), output)
 
     def stream(self, per_class: int | None = None, *, rows: int | None = None, class_counts=None,
                balance: bool = False, sampler: str = "mixture", temperature: float = 1.0, seed: int = 0,
-               provenance: bool = False, rows_per_file: int = DEFAULT_ROWS_PER_FILE) -> Iterator[pa.RecordBatch]:
+               provenance: bool = False, rows_per_file: int = DEFAULT_ROWS_PER_FILE, where=(),
+               where_proposal: str = "latent") -> Iterator[pa.RecordBatch]:
         """The rows of ``sample`` as Arrow RecordBatches (at most 65,536 rows each), decoded as they are
         consumed: memory holds one batch whatever the total, so ``rows=10**9`` can feed a training loop."""
         from augment.rows import iter_chunks
 
         spec = self._sample_spec(per_class, rows, class_counts, balance, sampler, temperature, seed, provenance,
-                                 rows_per_file)
+                                 rows_per_file, where, where_proposal)
         for chunk in iter_chunks(self._generator(), spec):
             yield from chunk.to_batches()
 

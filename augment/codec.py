@@ -271,6 +271,15 @@ class Codec:
                 table = table.set_column(i, table.schema.field(i), values)
         return table
 
+    def inverse_columns(self, params: np.ndarray, rng: np.random.Generator, temperature: float,
+                        names) -> dict[str, pa.Array]:
+        """``inverse`` of the named columns only (in training order, drawing from ``rng`` as ``inverse`` does for
+        them): ``--where`` decodes the columns it tests first and the others only for the rows it keeps."""
+        wanted, n = set(names), params.shape[0]
+        return {col.name: col.generate(np.arange(n), 0) if col.kind == "identifier"
+                else col.inverse(params[:, o0:o1], rng, float(temperature))
+                for col, (_, _, o0, o1) in zip(self.columns, self._spans) if col.name in wanted}
+
     def label_array(self, indices: np.ndarray) -> pa.Array:
         """Class indices -> label values in the label's original Arrow type (all null when unconditional)."""
         indices = np.asarray(indices, dtype=np.int64)

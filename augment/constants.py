@@ -6,11 +6,14 @@ validation and the batch spec cannot drift apart.
 
 from __future__ import annotations
 
-__all__ = ["MODES", "SAMPLERS", "DEVICES", "PROVENANCE", "PROVENANCE_TYPES"]
+__all__ = ["MODES", "SAMPLERS", "DEVICES", "WHERE_PROPOSALS", "PROVENANCE", "PROVENANCE_TYPES"]
 
 MODES = ("sample", "perturb", "interpolate")
 SAMPLERS = ("mixture", "prior")
 DEVICES = ("auto", "cpu", "cuda")
+# --where: latent draws from the class mixture reweighted by each component's share of rows meeting the
+# condition (then rejects the rest); reject draws from the plain mixture and rejects (exact, slower).
+WHERE_PROPOSALS = ("latent", "reject")
 
 # Provenance columns, in output order, with their Arrow type names (pyarrow.<name>()); written only when asked.
 PROVENANCE_TYPES = {

@@ -144,24 +144,62 @@ class Generator:
         if not temperature >= 0:
             raise InputError(f"temperature must be >= 0, got {temperature}")
 
+    def _latent(self, class_index: int, m: int, rng: np.random.Generator, sampler: str, temperature: float,
+                mixture) -> np.ndarray:
+        """``m`` latent draws: from ``mixture`` when given (a conditional proposal), else the chosen sampler."""
+        if mixture is not None:
+            return mixture.sample(m, rng, temperature)
+        if sampler == "mixture":
+            return self.mixture.sample(class_index, m, rng, temperature)
+        return sample_prior(m, self.latent_dim, rng, temperature)
+
     def iter_sample(self, class_index: int, n: int, rng: np.random.Generator, *, sampler: str = "mixture",
-                    temperature: float = 1.0) -> Iterator[pa.Table]:
-        """``sample`` as a stream of tables of at most ``batch_size`` rows (memory stays flat)."""
+                    temperature: float = 1.0, mixture=None) -> Iterator[pa.Table]:
+        """``sample`` as a stream of tables of at most ``batch_size`` rows (memory stays flat).
+
+        ``mixture``: a ``GaussianMixture`` to draw z from instead of the class's own (a conditional proposal).
+        """
         self._check(class_index, sampler, temperature)
         for start in range(0, int(n), self.batch_size):
             m = min(self.batch_size, int(n) - start)
-            if sampler == "mixture":
-                z = self.mixture.sample(class_index, m, rng, temperature)
-            else:
-                z = sample_prior(m, self.latent_dim, rng, temperature)
+            z = self._latent(class_index, m, rng, sampler, temperature, mixture)
             labels = np.full(m, class_index, dtype=np.int64)
             yield self._assemble(self.decode(z, labels, rng, temperature), labels, "sample")
 
     def sample(self, class_index: int, n: int, rng: np.random.Generator, *, sampler: str = "mixture",
-               temperature: float = 1.0) -> pa.Table:
+               temperature: float = 1.0, mixture=None) -> pa.Table:
         """``n`` synthetic rows of one class, label and provenance columns included."""
-        parts = list(self.iter_sample(class_index, n, rng, sampler=sampler, temperature=temperature))
+        parts = list(self.iter_sample(class_index, n, rng, sampler=sampler, temperature=temperature, mixture=mixture))
         return pa.concat_tables(parts) if parts else self.output_schema.empty_table()
+
+    def sample_where(self, class_index: int, n: int, rng: np.random.Generator, condition, *, sampler: str = "mixture",
+                     temperature: float = 1.0, mixture=None) -> tuple[pa.Table, np.ndarray]:
+        """(the rows of ``n`` draws meeting ``condition``, the (n,) mask of which draws did).
+
+        Per decoder batch: z, the decoder, then the columns the condition tests for every draw, then the other
+        columns only for the draws kept (so a rejected row costs its decoder row and its tested columns alone).
+        Random draws, batch by batch: z, the tested columns in training order, the other columns in training order.
+        """
+        self._check(class_index, sampler, temperature)
+        tested = [c for c in self.codec.column_names if c in set(condition.columns)]
+        others = [c for c in self.codec.column_names if c not in set(tested)]
+        parts, masks = [], []
+        for start in range(0, int(n), self.batch_size):
+            m = min(self.batch_size, int(n) - start)
+            z = self._latent(class_index, m, rng, sampler, temperature, mixture)
+            labels = np.full(m, class_index, dtype=np.int64)
+            params = self.decoder.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32), "y": self._eye[labels]})[0]
+            cols = self.codec.inverse_columns(params, rng, temperature, tested)
+            mask = condition.mask(pa.table(cols)) if tested else np.ones(m, dtype=bool)
+            keep = np.flatnonzero(mask)
+            idx = arrays.from_numpy(keep)
+            cols = {k: v.take(idx) for k, v in cols.items()}
+            cols.update(self.codec.inverse_columns(params[keep], rng, temperature, others))
+            features = pa.Table.from_arrays([cols[c] for c in self.codec.column_names], schema=self.codec.feature_schema)
+            parts.append(self._assemble(features, labels[keep], "sample"))
+            masks.append(mask)
+        table = pa.concat_tables(parts) if parts else self.output_schema.empty_table()
+        return table, (np.concatenate(masks) if masks else np.zeros(0, dtype=bool))
 
     def perturb(self, table: pa.Table, per_example: int, noise: float, rng: np.random.Generator, *,
                 source_offset: int = 0, temperature: float = 1.0) -> pa.Table:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from augment.batch.chunks import output_schema, shard_chunks
 from augment.batch.plan import plan_job
 from augment.batch.spec import JobSpec
+from augment.batch.where import where_plan
 
 __all__ = ["iter_chunks", "spec_table", "sample_spec", "perturb_spec", "generate_table", "perturb_table"]
 
@@ -24,6 +25,8 @@ def iter_chunks(gen, spec: JobSpec, source: pa.Table | None = None) -> Iterator[
     ``source``: the rows to perturb for ``--per-example`` perturbation (a table in memory, not a path).
     """
     if spec.mode == "sample":
+        if spec.where:
+            where_plan(gen, spec)  # an impossible condition fails before any row is decoded
         for shard in plan_job(spec):
             yield from shard_chunks(gen, spec, shard)
         return
@@ -42,10 +45,11 @@ def spec_table(gen, spec: JobSpec, source: pa.Table | None = None) -> pa.Table:
 
 
 def sample_spec(counts: dict[int, int], seed: int, *, sampler: str = "mixture", temperature: float = 1.0,
-                provenance: bool = False) -> JobSpec:
-    """The spec of ``augment generate`` for per-class counts (class index -> rows)."""
+                provenance: bool = False, where=(), where_proposal: str = "latent") -> JobSpec:
+    """The spec of ``augment generate`` for per-class counts (class index -> rows), ``--where`` clauses included."""
     return JobSpec(mode="sample", counts=tuple(sorted((int(c), int(n)) for c, n in counts.items() if n > 0)),
-                   seed=int(seed), sampler=sampler, temperature=float(temperature), provenance=bool(provenance))
+                   seed=int(seed), sampler=sampler, temperature=float(temperature), provenance=bool(provenance),
+                   where=(where,) if isinstance(where, str) else tuple(where or ()), where_proposal=where_proposal)
 
 
 def perturb_spec(per_example: int, noise: float, seed: int, *, temperature: float = 1.0,
@@ -56,9 +60,10 @@ def perturb_spec(per_example: int, noise: float, seed: int, *, temperature: floa
 
 
 def generate_table(gen, counts: dict[int, int], seed: int, *, sampler: str = "mixture", temperature: float = 1.0,
-                   provenance: bool = False) -> pa.Table:
+                   provenance: bool = False, where=(), where_proposal: str = "latent") -> pa.Table:
     """Rows for per-class counts: the rows `augment generate` writes for them, in plan order."""
-    return spec_table(gen, sample_spec(counts, seed, sampler=sampler, temperature=temperature, provenance=provenance))
+    return spec_table(gen, sample_spec(counts, seed, sampler=sampler, temperature=temperature, provenance=provenance,
+                                       where=where, where_proposal=where_proposal))
 
 
 def perturb_table(gen, table: pa.Table, per_example: int, noise: float, seed: int, *,

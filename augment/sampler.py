@@ -63,10 +63,20 @@ class GaussianMixture:
             out["cholesky"] = self.cholesky.tolist()
         return out
 
+    def with_weights(self, weights: np.ndarray) -> "GaussianMixture":
+        """The same components under other weights (a conditional proposal: ``augment.batch.where``)."""
+        w = np.asarray(weights, dtype=np.float64)
+        return GaussianMixture(w / w.sum(), self.means, scales=self.scales, cholesky=self.cholesky)
+
     def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
-        k, d = self.means.shape
-        cum_weights, means, factors = self._float32
-        comp = np.searchsorted(cum_weights, rng.random(n), side="right").clip(0, k - 1)
+        k = self.means.shape[0]
+        comp = np.searchsorted(self._float32[0], rng.random(n), side="right").clip(0, k - 1)
+        return self.draw(comp, rng, temperature)
+
+    def draw(self, comp: np.ndarray, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
+        """One draw from each component index in ``comp`` (n,), (n, d)."""
+        n, (k, d) = len(comp), self.means.shape
+        _, means, factors = self._float32
         eps = rng.standard_normal((n, d), dtype=np.float32) * np.float32(temperature)  # (n, d)
         if self.scales is not None:  # a gather, whatever the number of components
             eps *= factors[comp]

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
+from augment.conditions import ConditionError
 from augment.errors import AugmentError
 from augment.rows import generate_table, perturb_table
 from serving import formats
@@ -189,10 +190,15 @@ def create_app(
         counts = {i: counts[i] for i in sorted(counts) if counts[i] > 0}
         names = {service.class_names[i]: n for i, n in counts.items()}
         meta = {"counts": names, "seed": seed, "bundle_sha256": service.sha256, "sampler": body.sampler, "temperature": body.temperature}
+        if body.where:
+            meta["where"] = body.where
 
         def work() -> bytes:
-            table = generate_table(gen, counts, seed, sampler=body.sampler, temperature=body.temperature,
-                                   provenance=body.provenance)
+            try:
+                table = generate_table(gen, counts, seed, sampler=body.sampler, temperature=body.temperature,
+                                       provenance=body.provenance, where=body.where)
+            except ConditionError as exc:  # a bad clause, or one no training row of a class meets
+                raise RequestError(422, ["body", "where"], str(exc), "where") from None
             return _encode(table, media_type, meta)
 
         return Response(await service.run(work), media_type=media_type, headers=_meta_headers(meta))

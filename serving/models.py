@@ -28,6 +28,10 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(default=1.0, gt=0, le=100, allow_inf_nan=False, description="scale of the latent and output noise")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="random seed; drawn and returned when omitted")
     provenance: bool = Field(default=False, description="add the augment_* provenance columns (mode, source rows)")
+    where: list[Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=32, examples=[["age >= 60", "job in retired|management"]],
+        description="conditions every row meets (augment generate --where): COLUMN OP VALUE, COLUMN in A|B|C, "
+                    "COLUMN is [not] null; counts stay exact")
 
     @model_validator(mode="after")
     def _one_way_of_counting(self) -> "GenerateRequest":

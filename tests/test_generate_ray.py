@@ -89,3 +89,14 @@ def source_file_factory(mixed_table):
         return path
 
     return make
+
+
+def test_ray_where_same_bytes_as_local(ray_local, table_bundle, tmp_path):
+    args = ["--model", table_bundle, "--class-counts", "no=90,yes=50", "--rows-per-file", 40, "--seed", 2,
+            "--where", "age >= 45", "--where", "job in retired|services"]
+    assert invoke(*args, "--engine", "local", "--out", tmp_path / "local").exit_code == 0
+    r = invoke(*args, "--engine", "ray", "--workers", 2, "--out", tmp_path / "ray")
+    assert r.exit_code == 0, r.output
+    assert digests(tmp_path / "ray") == digests(tmp_path / "local")
+    m = json.loads((tmp_path / "ray" / "_manifest.json").read_text())
+    assert [c["kept"] for c in m["where"]["per_class"]] == [90, 50]

@@ -19,6 +19,7 @@ import torch
 
 from augment.bundle import Bundle, schema_to_b64, write_bundle
 from augment.codec import Codec
+from augment.conditions import summarize
 from augment.errors import OutputExistsError
 from augment.fs import Location, resolve
 from training.config import TrainConfig
@@ -101,6 +102,9 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
         "arrow_schema": schema_to_b64(table.schema),
         "label": {"column": codec.label.column, "classes": list(codec.label.classes), "counts": list(map(int, codec.label.counts))},
         "codec": codec.to_json(),
+        # per class min/max, value sets and null counts: --where refuses a condition no training row meets
+        "summary": summarize(table, codec.label.column, list(codec.label.classes),
+                             {c.name for c in codec.columns if hasattr(c, "categories")}),
         "latent_dim": latent,
         "sampler": {"default": "mixture", "prior": {"kind": "normal"}, "mixture": mixture},
         "onnx": {"opset": OPSET, "encoder": {"inputs": ["x", "y"], "outputs": ["mu", "logvar"]},

@@ -17,14 +17,15 @@ import pyarrow as pa
 
 from augment import arrays
 from augment.batch.plan import Shard, chunk_rng, shard_rng
+from augment.batch.where import where_chunk
 from augment.errors import AugmentError
 
 if TYPE_CHECKING:  # pragma: no cover
     from augment.batch.source import Source
     from augment.batch.spec import JobSpec
 
-__all__ = ["ShardStats", "output_schema", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_rows", "uses_lanes",
-           "first_job_row", "check_identifiers", "identifier_columns"]
+__all__ = ["ShardStats", "output_schema", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_counted",
+           "sample_chunk_rows", "uses_lanes", "first_job_row", "check_identifiers", "identifier_columns"]
 
 CHUNK_BYTES = 16 << 20  # target in-memory size of one chunk (= one Parquet row group)
 MAX_CHUNK_ROWS = 65_536
@@ -65,6 +66,7 @@ def chunk_rows(schema: pa.Schema, batch: int = 1) -> int:
 class ShardStats:
     drawn: int = 0  # rows decoded
     kept: int = 0  # rows written (differs only with --keep-consistent / --min-distance)
+    where_drawn: int = 0  # rows decoded to find the rows meeting --where (0 without it)
 
 
 def _consistent(gen, table: pa.Table) -> np.ndarray:
@@ -129,13 +131,17 @@ def _raw_chunks(gen, spec: JobSpec, shard: Shard, source: pa.Table | Source | No
     if spec.mode == "sample":
         if not spec.filtered:
             for k, n in enumerate(sample_chunk_rows(shard, step)):
-                yield sample_chunk(gen, spec, shard, k, n)
+                chunk, drawn = sample_chunk_counted(gen, spec, shard, k, n)
+                stats.where_drawn += drawn
+                yield chunk
             return
         batch = max(1, getattr(gen, "batch_size", 1))
         k = 0
         while True:  # an endless stream: draw what is still missing (whole batches), so small shards stay cheap
             missing = max(1, shard.rows - stats.kept)
-            yield sample_chunk(gen, spec, shard, k, min(step, -(-missing // batch) * batch))
+            chunk, drawn = sample_chunk_counted(gen, spec, shard, k, min(step, -(-missing // batch) * batch))
+            stats.where_drawn += drawn
+            yield chunk
             k += 1
     elif spec.mode == "perturb" and shard.class_index < 0:  # streamed source slice, per_example rows each
         per = max(1, step // spec.per_example)
@@ -172,12 +178,21 @@ def sample_chunk_rows(shard: Shard, step: int) -> list[int]:
 
 def sample_chunk(gen, spec: JobSpec, shard: Shard, k: int, n: int) -> pa.Table:
     """Chunk ``k`` of a sampled shard: ``n`` rows from the chunk's own stream, so chunks may run in any thread."""
+    return sample_chunk_counted(gen, spec, shard, k, n)[0]
+
+
+def sample_chunk_counted(gen, spec: JobSpec, shard: Shard, k: int, n: int) -> tuple[pa.Table, int]:
+    """(``sample_chunk``, rows decoded for it): more than ``n`` with ``--where``, whose rows all meet it."""
     rng = chunk_rng(spec.seed, shard.class_index, shard.index, k)
-    table = _columns(gen, spec, gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature))
-    if uses_lanes(spec) and identifier_columns(gen):  # chunk k starts k full chunks in
+    if spec.where:
+        table, drawn = where_chunk(gen, spec, shard.class_index, n, rng, lambda t: _columns(gen, spec, t))
+    else:
+        table = _columns(gen, spec, gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature))
+        drawn = n
+    if uses_lanes(spec) and identifier_columns(gen):  # chunk k starts k full chunks in (--where tops each chunk up)
         step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
         table = gen.codec.fill_identifiers(table, first_job_row(spec, shard) + k * step, spec.seed)
-    return table
+    return table, drawn
 
 
 def identifier_columns(gen) -> list:

@@ -24,10 +24,11 @@ from augment.batch.chunks import check_identifiers, identifier_columns, output_s
 from augment.batch.plan import Shard, plan_job
 from augment.batch.source import Source, open_source
 from augment.batch.spec import JobSpec
+from augment.batch.where import WherePlan, where_plan
 from augment.errors import AugmentError, InputError
 from augment.fs import Location, resolve
 
-__all__ = ["run_job", "probe", "describe_plan", "summary"]
+__all__ = ["run_job", "probe", "describe_plan", "describe_where", "where_section", "summary"]
 
 
 
@@ -98,6 +99,37 @@ def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str) -> str:
     return "\n".join(lines)
 
 
+def describe_where(gen, spec: JobSpec, plan: WherePlan) -> str:
+    """The --dry-run lines of a conditional job: per class, the estimated share of decoded rows kept."""
+    lines = [f"where: {plan.condition} (proposal {spec.where_proposal})"]
+    for c, p in sorted(plan.classes.items()):
+        lines.append(f"  class {str(gen.classes[c])!r}: estimated acceptance {p.proposal:.2%} "
+                     f"(plain draws {p.plain:.2%}; {p.probe_rows:,} probe rows), "
+                     f"{1 / max(p.proposal, 1e-9):,.1f} rows decoded per row written")
+    return "\n".join(lines)
+
+
+def where_section(gen, spec: JobSpec, results: list[dict]) -> dict | None:
+    """The manifest's ``where``: the clauses, the estimates and the acceptance measured on this job's shards."""
+    if not spec.where:
+        return None
+    plan = where_plan(gen, spec)
+    measured: dict[int, list[int]] = {}
+    for r in results:
+        if r.get("where_drawn"):
+            m = measured.setdefault(r["shard"]["class_index"], [0, 0])
+            m[0] += r["where_drawn"]
+            m[1] += r["shard"]["rows"]
+    per_class = []
+    for c, p in sorted(plan.classes.items()):
+        entry = p.to_json(gen.classes)
+        if c in measured:
+            entry.update(decoded=measured[c][0], kept=measured[c][1],
+                         acceptance=round(measured[c][1] / max(1, measured[c][0]), 6))
+        per_class.append(entry)
+    return {"clauses": list(spec.where), "proposal": spec.where_proposal, "per_class": per_class}
+
+
 def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto", workers: int | None = None,
             threads: int | None = None, ray_address: str | None = None, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
             progress: bool = True, echo: Callable[[str], None] = print, die_marker: str | None = None) -> dict | None:
@@ -116,9 +148,12 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     if total < 1:
         raise AugmentError("the plan holds no rows: nothing to generate")
     check_identifiers(gen, total)
+    conditional = where_plan(gen, spec) if spec.where else None  # an impossible condition fails here
     prepare_out_dir(out, overwrite=overwrite, resume=resume, dry_run=True)  # checks only
     if dry_run:
         echo(describe_plan(gen, spec, shards, out.uri))
+        if conditional is not None:
+            echo(describe_where(gen, spec, conditional))
         return None
     runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads)
     if die_marker:  # tests: a Ray worker dies once mid-shard
@@ -176,10 +211,12 @@ def _run(gen, spec: JobSpec, out: Location, runner, shards: list[Shard], source:
                "rows_per_s": round(todo_rows / max(gen_s, 1e-9), 1)}
     if getattr(runner, "startup_s", None) is not None:
         timings["ray_startup_s"] = round(runner.startup_s, 3)
+    where = where_section(gen, spec, results)
     manifest = build_manifest(job=job, classes=gen.classes, results=results, timings=timings,
                               engine=runner.describe(), schema=output_schema(gen, spec),
                               extra={"identifiers": [{"name": c.name, "format": c.format}
-                                                     for c in identifier_columns(gen)]})
+                                                     for c in identifier_columns(gen)],
+                                     **({"where": where} if where else {})})
     finish(out, manifest)  # the manifest last: from here on the folder is a result
     echo(summary(manifest, out, resumed=len(done)))
     return manifest
@@ -212,6 +249,10 @@ def summary(manifest: dict, out, resumed: int = 0) -> str:
             f"engine {manifest['engine']['name']}) to {out}")
     if resumed:
         line += f"; {resumed} file(s) kept from the interrupted run"
+    measured = [c for c in (manifest.get("where") or {}).get("per_class", []) if "acceptance" in c]
+    if measured:
+        line += "; --where kept " + ", ".join(f"{c['acceptance']:.1%} ({c['class']})" for c in measured) + \
+                " of decoded rows"
     if manifest.get("keep_consistent"):
         what = " and ".join(n for n, on in (("--keep-consistent", manifest["options"].get("keep_consistent")),
                                             ("--min-distance", manifest["options"].get("min_distance") is not None)) if on)

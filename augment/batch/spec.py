@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from augment.batch.plan import DEFAULT_ROWS_PER_FILE
-from augment.constants import MODES, SAMPLERS
+from augment.constants import MODES, SAMPLERS, WHERE_PROPOSALS
 from augment.errors import AugmentError
 
 __all__ = ["JobSpec"]
@@ -31,6 +31,8 @@ class JobSpec:
     min_distance: float | None = None  # drop rows closer than this to a --reference (training) row
     reference: str | None = None
     provenance: bool = False  # write the augment_* provenance columns (mode, source rows, alpha)
+    where: tuple[str, ...] = ()  # --where clauses, all must hold (augment.conditions); sample mode
+    where_proposal: str = "latent"  # latent: mixture reweighted by per-component acceptance; reject: plain
 
     @property
     def filtered(self) -> bool:
@@ -65,14 +67,20 @@ class JobSpec:
             raise AugmentError(f"--min-distance must be a number >= 0 or 'auto', got {self.min_distance}")
         if (self.min_distance is None) != (self.reference is None):
             raise AugmentError("--min-distance and --reference (the training rows) go together")
+        if self.where_proposal not in WHERE_PROPOSALS:
+            raise AugmentError(f"unknown --where-proposal {self.where_proposal!r}; allowed: {', '.join(WHERE_PROPOSALS)}")
+        if self.where and self.mode != "sample":
+            raise AugmentError(f"--where applies to --mode sample, not {self.mode}")
         if self.mode == "sample" and not self.counts:
             raise AugmentError("nothing to generate: give --per-class, --class-counts, --class-counts-file, --balance or --rows")
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["counts"] = [list(c) for c in self.counts]
+        d["where"] = list(self.where)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "JobSpec":
-        return cls(**{**d, "counts": tuple(tuple(int(v) for v in c) for c in d.get("counts", ()))})
+        return cls(**{**d, "counts": tuple(tuple(int(v) for v in c) for c in d.get("counts", ())),
+                      "where": tuple(d.get("where", ()))})

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from augment.batch.chunks import ShardStats, chunk_rows, output_schema, sample_chunk, sample_chunk_rows, shard_chunks, uses_lanes
+from augment.batch.chunks import (ShardStats, chunk_rows, output_schema, sample_chunk_counted, sample_chunk_rows,
+                                  shard_chunks, uses_lanes)
 from augment.batch.plan import Shard
 from augment.bundle import sha256_file
 from augment.errors import AugmentError
@@ -112,7 +113,7 @@ class _Writer(threading.Thread):
         self._writer = None
         result = {"file": self._shard.file_name, "rows": self._rows, "bytes": self._tmp.stat().st_size,
                   "sha256": sha256_file(self._tmp), "rows_per_class": self._counts,
-                  "drawn": stats.drawn, "seconds": round(time.perf_counter() - self._t0, 3),
+                  "drawn": stats.drawn, "where_drawn": stats.where_drawn, "seconds": round(time.perf_counter() - self._t0, 3),
                   "shard": self._shard.to_json()}
         done, self._commit, self._tmp = self._commit, None, None
         done.close()  # commits the file: renamed into place, or uploaded whole
@@ -171,17 +172,22 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
     def flush(limit: int) -> None:
         while len(ahead) > limit:
             item = ahead.popleft()
-            put(("chunk", item.result()) if isinstance(item, Future) else item)
+            if isinstance(item[0], Future):  # (chunk being decoded, its shard's stats)
+                table, drawn = item[0].result()
+                item[1].where_drawn += drawn
+                item = ("chunk", table)
+            put(item)
 
     step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
     try:
         for shard, source in items:
             if pool is not None:  # lanes: sampling without row filters, for every shard of this call
                 ahead.append(("open", shard))
+                stats = ShardStats(drawn=shard.rows, kept=shard.rows)
                 for k, n in enumerate(sample_chunk_rows(shard, step)):
-                    ahead.append(pool.submit(sample_chunk, gen, spec, shard, k, n))
+                    ahead.append((pool.submit(sample_chunk_counted, gen, spec, shard, k, n), stats))
                     flush(2 * lanes)
-                ahead.append(("close", ShardStats(drawn=shard.rows, kept=shard.rows)))
+                ahead.append(("close", stats))
                 continue
             stats = ShardStats()
             put(("open", shard))
@@ -193,8 +199,8 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
         writer.join()
     except BaseException:
         for item in ahead:
-            if isinstance(item, Future):
-                item.cancel()
+            if isinstance(item[0], Future):
+                item[0].cancel()
         # Ctrl-C or a decoding error: the writer finishes the shards already fully decoded and removes the
         # temporary file of the one in progress, so what is on disk is whole files only.
         while writer.is_alive():

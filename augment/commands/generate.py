@@ -3,6 +3,7 @@
     augment generate --model models/mnist --per-class 10000 --out synth/mnist
     augment generate --model models/bank --class-counts yes=40000,no=5000 --out synth/bank
     augment generate --model models/bank --rows 1000000 --out synth/bank_1m --engine ray
+    augment generate --model models/bank --per-class 5000 --where "age >= 60" --where "job in retired|management" --out synth/old
     augment generate --model models/mnist --mode perturb --from real.parquet --per-example 5 --noise 0.5 --out synth/p
 """
 
@@ -13,7 +14,7 @@ import sys
 import click
 
 from augment.cli import run_command
-from augment.constants import MODES, SAMPLERS
+from augment.constants import MODES, SAMPLERS, WHERE_PROPOSALS
 
 __all__ = ["generate"]
 
@@ -48,6 +49,12 @@ __all__ = ["generate"]
                    "percentile of --holdout rows' distance to --reference.")
 @click.option("--reference", type=click.Path(), default=None, help="The training rows, for --min-distance.")
 @click.option("--holdout", type=click.Path(), default=None, help="Held-out real rows, for --min-distance auto.")
+@click.option("--where", "where", multiple=True,
+              help="A condition every row meets: 'age >= 60', 'job in retired|management', 'pdays is null', "
+                   "'`col name` != x'. Repeatable (all must hold); counts stay exact.")
+@click.option("--where-proposal", type=click.Choice(WHERE_PROPOSALS), default="latent", show_default=True,
+              help="latent: draw from mixture components in proportion to how often they meet --where, reject "
+                   "the rest (fast); reject: plain draws, reject (exact conditional, slower).")
 @click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True,
               help="auto: Ray if --ray-address is given (or Ray is up), else this machine, in process.")
 @click.option("--workers", type=int, default=None,
@@ -63,8 +70,8 @@ __all__ = ["generate"]
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
-             noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, engine, workers,
-             threads, ray_address, resume, overwrite, dry_run, provenance, quiet) -> None:
+             noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, where, where_proposal,
+             engine, workers, threads, ray_address, resume, overwrite, dry_run, provenance, quiet) -> None:
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
     from augment.generator import Generator
@@ -107,7 +114,8 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
                    rows_per_file=rows_per_file or DEFAULT_ROWS_PER_FILE, sampler=sampler, temperature=temperature,
                    source=source, per_example=per_example, noise=noise, pairs=pairs,
                    steps=steps, keep_consistent=keep_consistent, min_distance=threshold,
-                   reference=reference if threshold is not None else None, provenance=provenance)
+                   reference=reference if threshold is not None else None, provenance=provenance,
+                   where=tuple(where), where_proposal=where_proposal)
     from augment.batch.run import run_job
 
     try:
