@@ -72,6 +72,9 @@ def quality_row(name: str, data: Path, out: Path, overrides: dict, reuse: bool) 
     file, label, test_size, how = DATASETS[name]
     train_t, test_t = split(pq.read_table(data / file), label, test_size)
     model_dir = out / name / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(train_t, out / name / "train.parquet")  # for the other benchmarks (bench_privacy_guard.py)
+    pq.write_table(test_t, out / name / "test.parquet")
     seconds = None
     if reuse and (model_dir / "bundle.json").exists():
         bundle = load_bundle(model_dir)
