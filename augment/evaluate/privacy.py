@@ -249,7 +249,7 @@ def _discrete_hash(discrete: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return ((discrete > 0).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
 
 
-def _keep_within_groups(reference: np.ndarray, groups, x: np.ndarray, threshold: float, max_pairs: int = 2_000_000) -> np.ndarray:
+def _keep_within_groups(reference: np.ndarray, groups, x: np.ndarray, threshold: float, max_pairs: int = 50_000) -> np.ndarray:
     """``keep_mask`` for threshold <= 1: the exact distance to every reference row that shares the query's
     discrete coordinates (every other one is at least 1 away); queries in slices of about ``max_pairs`` pairs."""
     mask, weights, sorted_h, order = groups
@@ -257,19 +257,22 @@ def _keep_within_groups(reference: np.ndarray, groups, x: np.ndarray, threshold:
     lo, hi = np.searchsorted(sorted_h, h, side="left"), np.searchsorted(sorted_h, h, side="right")
     counts = hi - lo
     keep = np.ones(len(x), dtype=bool)
+    if not len(x):
+        return keep
     limit = np.float32(threshold) ** 2
-    start = 0
-    while start < len(x):  # slices of queries whose candidate pairs fit in max_pairs (one query at least)
-        stop = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), max_pairs, side="right")))
+    ends = np.cumsum(counts)
+    # slices of queries with about max_pairs candidate pairs each (one query's group may run over); on bank,
+    # slices of 50,000 pairs ran 4x faster than of 2 million (they stay in cache)
+    cuts = np.searchsorted(ends, np.arange(0, int(ends[-1]), max_pairs), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [len(x)]]))
+    for start, stop in zip(bounds[:-1], bounds[1:]):
         c = counts[start:stop]
         total = int(c.sum())
         if total:
             q = np.repeat(np.arange(start, stop), c)
-            offsets = np.repeat(lo[start:stop] - np.concatenate([[0], np.cumsum(c)[:-1]]), c)
+            first = ends[start:stop] - c - (ends[start] - counts[start])  # each query's first pair in the slice
+            offsets = np.repeat(lo[start:stop] - first, c)
             r = order[offsets + np.arange(total)]
             d2 = ((x[q] - reference[r]) ** 2).sum(axis=1)
-            close = np.zeros(len(x), dtype=bool)
-            close[q[d2 < limit]] = True
-            keep &= ~close
-        start = stop
+            keep[q[d2 < limit]] = False
     return keep
