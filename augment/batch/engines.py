@@ -1,8 +1,8 @@
 """Engines run a job's shards: in this process (``local``) or on Ray actors (``ray``), with the same bytes.
 
 Both call ``augment.batch.write.write_shards``: the local engine once for every shard, each Ray actor once per shard
-it is handed. On Ray every actor loads the bundle once, writes its own files (the output folder must be visible
-to every node: a shared or network file system on a cluster), and the driver keeps at most ``2 * workers``
+it is handed. On Ray every actor loads the bundle once, writes its own files (to a bucket, ``s3://...``, or a folder every
+node sees; paths reach the workers absolute, and the driver's ``AWS_*`` settings go with them), and the driver keeps at most ``2 * workers``
 shards in flight, so neither driver nor worker memory grows with the rows of a job. A worker that dies is
 restarted and its shard retried (``max_restarts`` / ``max_task_retries``); the retry rewrites the same bytes
 under a new temporary name. Actors ask for a share of the CPUs (at most 1) so two of them fit a 2-CPU node
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from augment.errors import AugmentError
 from augment.batch.plan import Shard
+from augment.fs import storage_env
 
 __all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address"]
 
@@ -225,14 +226,19 @@ def _shard_actor_class():
             from augment.generator import Generator
 
             blas_single_thread()  # for the life of the actor (Ray sets OMP_NUM_THREADS only for whole CPUs)
-            self.gen = Generator.from_path(bundle_path, threads=threads)
-            self.threads = threads
+            self.threads, self.gen, self.error = threads, None, None
+            try:
+                self.gen = Generator.from_path(bundle_path, threads=threads)
+            except AugmentError as err:  # deterministic: a restart would fail the same way, so report it instead
+                self.error = err
 
         def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None,
                 progress=None) -> dict:
             from augment.batch.spec import JobSpec
             from augment.batch.write import write_shards
 
+            if self.error is not None:
+                raise self.error
             shard = Shard.from_json(shard_json)
             written = 0
 
@@ -325,7 +331,11 @@ class RayEngine:
             share = min(1.0, cpus / workers)
             threads = max(1, int(cpus // workers))
             actor_cls = _shard_actor_class()
-            actors = [actor_cls.options(num_cpus=share).remote(str(bundle_path), threads) for _ in range(workers)]
+            options = {"num_cpus": share}
+            env = storage_env()
+            if env:  # workers reach the same buckets as the driver (nodes elsewhere lack its environment)
+                options["runtime_env"] = {"env_vars": env}
+            actors = [actor_cls.options(**options).remote(str(bundle_path), threads) for _ in range(workers)]
             self.workers = workers
             return self._drive(actors, spec, items, out_dir, on_rows, on_shard, t0)
         except ray.exceptions.RayTaskError as err:  # the shard's own error (not retried): show it as it is
