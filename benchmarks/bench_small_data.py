@@ -57,6 +57,53 @@ def fit_fixed_steps(x: np.ndarray, y: np.ndarray, seed: int, steps: int = STEPS,
     return clf
 
 
+def mnist_split(path: str) -> tuple[pa.Table, pa.Table]:
+    """The 8,000 / 2,000 stratified split (seed 0) of the MNIST file, as in bench_train.py."""
+    table = pq.read_table(path)
+    labels = table.column("label").to_numpy()
+    tr, te = train_test_split(np.arange(len(labels)), test_size=2000, stratify=labels, random_state=0)
+    return table.take(np.sort(tr)), table.take(np.sort(te))
+
+
+def run_seed(train_all: pa.Table, test: pa.Table, seed: int, *, per_class_real: int = 20, per_class_synthetic: int = 500,
+             sampler: str = "mixture", image_jitter: float | None = None, classifier: str = "mlp") -> dict:
+    """One seed: the CVAE on ``per_class_real`` images per class, then the fixed classifier with and without
+    its synthetic images (and, for the MLP, the same with jittered classifier batches)."""
+    x_test, y_test = pixels(test), test.column("label").to_numpy()
+    y_all = train_all.column("label").to_numpy()
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([rng.choice(np.flatnonzero(y_all == c), per_class_real, replace=False) for c in np.unique(y_all)])
+    small = train_all.take(np.sort(pick))
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        bundle = train(small, label="label", out=f"{tmp}/model", config=TrainConfig(seed=seed, image_jitter=image_jitter),
+                       progress=False)
+        seconds = time.perf_counter() - start
+        gen = Generator(bundle)
+        synth = pa.concat_tables([
+            gen.sample(c, per_class_synthetic, np.random.default_rng([seed, c]), sampler=sampler)
+            for c in range(gen.n_classes)
+        ])
+    x_real, y_real = pixels(small), small.column("label").to_numpy()
+    x_syn = pixels(synth)
+    y_syn = np.asarray([gen.classes[i] for i in gen.codec.encode_labels(synth)])
+    x_both, y_both = np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn])
+    out = {"seed": seed, "seconds": seconds, "jitter": bundle.json["training"]["config"]["image_jitter"]}
+    if classifier == "cnn":
+        from bench_image_classifier import cnn_accuracy
+
+        out["real"], out["both"] = (cnn_accuracy(x, y, x_test, y_test, 28, 10, seed, steps=STEPS, batch=BATCH)
+                                    for x, y in ((x_real, y_real), (x_both, y_both)))
+    else:
+        out["real"] = fit_fixed_steps(x_real, y_real, seed).score(x_test, y_test)
+        out["both"] = fit_fixed_steps(x_both, y_both, seed).score(x_test, y_test)
+        out["real_jit"] = fit_fixed_steps(x_real, y_real, seed, jitter=1.0).score(x_test, y_test)
+        out["both_jit"] = fit_fixed_steps(x_both, y_both, seed, jitter=1.0).score(x_test, y_test)
+        out["gain_jit"] = 100 * (out["both_jit"] - out["real_jit"])
+    out["gain"] = 100 * (out["both"] - out["real"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/mnist_test.parquet")
@@ -69,52 +116,23 @@ def main() -> None:
                     help="cnn: the small CNN of bench_image_classifier.py, same steps and batches, no jitter reference")
     args = ap.parse_args()
     torch.set_num_threads(1)
-
-    table = pq.read_table(args.data)
-    labels = table.column("label").to_numpy()
-    tr, te = train_test_split(np.arange(len(labels)), test_size=2000, stratify=labels, random_state=0)
-    train_all, test = table.take(np.sort(tr)), table.take(np.sort(te))
-    x_test, y_test = pixels(test), test.column("label").to_numpy()
-    y_all = train_all.column("label").to_numpy()
+    train_all, test = mnist_split(args.data)
 
     print("| seed | real only | real + synthetic | gain (points) | CVAE jitter | CVAE training s "
           "| ref: real, jittered batches | ref: real + synthetic, jittered batches |")
     print("|---|---|---|---|---|---|---|---|")
     gains, ref_gains = [], []
     for seed in args.seeds:
-        rng = np.random.default_rng(seed)
-        pick = np.concatenate([rng.choice(np.flatnonzero(y_all == c), args.per_class_real, replace=False) for c in np.unique(y_all)])
-        small = train_all.take(np.sort(pick))
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            bundle = train(small, label="label", out=f"{tmp}/model", config=TrainConfig(seed=seed, image_jitter=args.image_jitter),
-                           progress=False)
-            seconds = time.perf_counter() - start
-            gen = Generator(bundle)
-            synth = pa.concat_tables([
-                gen.sample(c, args.per_class_synthetic, np.random.default_rng([seed, c]), sampler=args.sampler)
-                for c in range(gen.n_classes)
-            ])
-        x_real, y_real = pixels(small), small.column("label").to_numpy()
-        x_syn = pixels(synth)
-        y_syn = np.asarray([gen.classes[i] for i in gen.codec.encode_labels(synth)])
-        x_both, y_both = np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn])
-        if args.classifier == "cnn":
-            from bench_image_classifier import cnn_accuracy
-
-            real_only, both = (cnn_accuracy(x, y, x_test, y_test, 28, 10, seed, steps=STEPS, batch=BATCH)
-                               for x, y in ((x_real, y_real), (x_both, y_both)))
-            ref = "- | -"
+        r = run_seed(train_all, test, seed, per_class_real=args.per_class_real, per_class_synthetic=args.per_class_synthetic,
+                     sampler=args.sampler, image_jitter=args.image_jitter, classifier=args.classifier)
+        gains.append(r["gain"])
+        if "gain_jit" in r:
+            ref_gains.append(r["gain_jit"])
+            ref = f"{r['real_jit']:.4f} | {r['both_jit']:.4f} ({r['gain_jit']:+.2f})"
         else:
-            real_only = fit_fixed_steps(x_real, y_real, seed).score(x_test, y_test)
-            both = fit_fixed_steps(x_both, y_both, seed).score(x_test, y_test)
-            real_jit = fit_fixed_steps(x_real, y_real, seed, jitter=1.0).score(x_test, y_test)
-            both_jit = fit_fixed_steps(x_both, y_both, seed, jitter=1.0).score(x_test, y_test)
-            ref_gains.append(100 * (both_jit - real_jit))
-            ref = f"{real_jit:.4f} | {both_jit:.4f} ({ref_gains[-1]:+.2f})"
-        gains.append(100 * (both - real_only))
-        jitter = bundle.json["training"]["config"]["image_jitter"]
-        print(f"| {seed} | {real_only:.4f} | {both:.4f} | {gains[-1]:+.2f} | {jitter:g} | {seconds:.0f} | {ref} |", flush=True)
+            ref = "- | -"
+        print(f"| {seed} | {r['real']:.4f} | {r['both']:.4f} | {r['gain']:+.2f} | {r['jitter']:g} | {r['seconds']:.0f} | {ref} |",
+              flush=True)
     print(f"\nmean gain over {len(gains)} seeds: {np.mean(gains):+.2f} accuracy points (target: >= +2)")
     if ref_gains:
         print(f"with jittered classifier batches, synthetic adds {np.mean(ref_gains):+.2f} points on top")

@@ -139,3 +139,19 @@ def test_privacy_filter_drops_copies_and_keeps_new_rows(mixed_table):
     extra = holdout.append_column("augment_mode", pa.array(["sample"] * holdout.num_rows))
     assert flt.keep_mask(extra).tolist() == flt.keep_mask(holdout).tolist()  # provenance columns ignored
     assert PrivacyFilter.fit(train, label="label", threshold=0.0).keep_mask(train).all()
+
+
+def test_privacy_filter_within_category_groups_equals_brute_force(mixed_table):
+    from augment.evaluate.privacy import _keep_within_groups, closest_distances
+
+    train, queries = mixed_table.slice(0, 250), mixed_table.slice(150)  # 100 copies of training rows, 150 new
+    flt = PrivacyFilter.fit(train, label="label", threshold=0.0)
+    assert flt._groups is not None  # the table has categories: the grouped path is the one taken below
+    d = closest_distances(flt.reference, flt.space.transform(queries))
+    for threshold in (0.0, 0.05, float(np.quantile(d, 0.5)), 0.999, 1.0):
+        flt.threshold = threshold
+        assert flt.keep_mask(queries).tolist() == (d >= threshold).tolist(), threshold
+        small = _keep_within_groups(flt.reference, flt._groups, flt.space.transform(queries), threshold, max_pairs=7)
+        assert small.tolist() == (d >= threshold).tolist(), threshold  # many slices, same rows
+    flt.threshold = 1.5  # past 1, rows of other categories may be closer: brute force
+    assert flt.keep_mask(queries).tolist() == (d >= 1.5).tolist()

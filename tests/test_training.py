@@ -306,3 +306,11 @@ def test_latent_mixture_defaults_by_modality_and_overrides(table_bundle, image_b
     mix = fit_class_mixtures(mu, logvar, np.zeros(200, int), 1, 2, 0, "full", "means")["classes"][0]
     assert sorted(round(m[0]) for m in mix["means"]) == [-3, 3]
     assert max(abs(v) for c in mix["cholesky"] for row in c for v in row) < 0.05
+    # inflate: each component's covariance gains that share of its rows' posterior variance (here 0.25)
+    lv = np.full((200, 2), np.log(0.25))
+    for inflate in (1.0, 0.5):
+        wide = fit_class_mixtures(mu, lv, np.zeros(200, int), 1, 2, 0, "full", "means", inflate=inflate)["classes"][0]
+        cov = [np.asarray(c) @ np.asarray(c).T for c in wide["cholesky"]]
+        assert all(np.allclose(np.diag(c), 0.25 * inflate, atol=2e-3) for c in cov)
+    with pytest.raises(ValueError, match="mixture inflate"):
+        TrainConfig(mixture_inflate=-1)

@@ -93,7 +93,8 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
         logvar = np.concatenate([logvar, *(lv for _, lv in encoded)])
         y_fit = np.tile(y_index, copies + 1)
     components, covariance, fit_on = config.resolved_mixture(codec.modality)
-    mixture = fit_class_mixtures(mu, logvar, y_fit, n_classes, components, config.seed, covariance, fit_on)
+    mixture = fit_class_mixtures(mu, logvar, y_fit, n_classes, components, config.seed, covariance, fit_on,
+                                 inflate=config.mixture_inflate)
     pick = np.random.default_rng(config.seed).permutation(len(x))[:PARITY_ROWS]
     enc, dec, parity = export_onnx(model, x[pick], y[pick])
 

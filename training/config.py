@@ -35,6 +35,8 @@ class TrainConfig:
     mixture_components: int | None = None
     mixture_covariance: str | None = None  # diag | full
     mixture_fit: str | None = None  # samples (posterior draws) | means (posterior means)
+    # Share of each component's mean posterior variance added to its covariance (training/mixture.py).
+    mixture_inflate: float = 0.0
     # Batches drawn with weights count(class) ** -class_balance: 0 = the data's proportions, 1 = balanced classes.
     class_balance: float = 0.0
     # Images: strength of the random affine jitter of each training batch (training/jitter.py); 0 = off.
@@ -75,6 +77,7 @@ class TrainConfig:
              f"mixture covariance must be diag or full, got {self.mixture_covariance!r}"),
             (self.mixture_fit in (None, "samples", "means"),
              f"mixture fit must be samples or means, got {self.mixture_fit!r}"),
+            (0 <= self.mixture_inflate <= 4, f"mixture inflate must be in [0, 4], got {self.mixture_inflate}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.max_categories >= 1, f"max categories must be >= 1, got {self.max_categories}"),
             (self.rare_min_rows >= 1, f"rare min rows must be >= 1, got {self.rare_min_rows}"),

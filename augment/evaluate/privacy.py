@@ -22,6 +22,7 @@ a threshold on held-out data, then drop generated rows closer than that to any t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,19 @@ class FeatureSpace:
         self._sorted = {c: np.sort(frame[c].to_numpy()[~np.isnan(frame[c].to_numpy())]) for c in schema.numeric}
         self._nullable = {c: bool(np.isnan(frame[c].to_numpy()).any()) for c in schema.numeric}
         self._cats = {c: {v: i for i, v in enumerate(sorted(set(frame[c])))} for c in schema.categorical}
+
+    @property
+    def discrete_mask(self) -> np.ndarray:
+        """True for the coordinates that take two values only (null flags, one-hot categories): rows that differ
+        in one of them are at least 1 apart, as far as the widest numeric gap."""
+        if self.schema.modality == "image":
+            return np.zeros(int(np.prod(self.schema.image_shape)), dtype=bool)
+        mask = []
+        for c in self.schema.numeric:
+            mask += [False] + ([True] if self._nullable[c] else [])
+        for c in self.schema.categorical:
+            mask += [True] * len(self._cats[c])
+        return np.asarray(mask, dtype=bool)
 
     def transform(self, table: pa.Table) -> np.ndarray:
         """(n, d) float32 coordinates of the table's rows."""
@@ -203,8 +217,62 @@ class PrivacyFilter:
         return closest_distances(self.reference, self.space.transform(table))
 
     def keep_mask(self, table: pa.Table) -> np.ndarray:
-        """True for rows at distance >= threshold from every training row."""
-        return self.distances(table) >= self.threshold
+        """True for rows at distance >= threshold from every training row.
+
+        With a threshold of at most 1 (what calibration gives on tables: held-out 5th percentiles sit far
+        below 1), only training rows with the same categories and null flags can be closer, so each row is
+        compared with those alone (``_keep_within_groups``); otherwise, brute force.
+        """
+        x = self.space.transform(table)
+        if self.threshold <= 1.0 and self._groups is not None:
+            return _keep_within_groups(self.reference, self._groups, x, self.threshold)
+        return closest_distances(self.reference, x) >= self.threshold
 
     def filter(self, table: pa.Table) -> pa.Table:
         return table.filter(pa.array(self.keep_mask(table)))
+
+    @functools.cached_property
+    def _groups(self) -> tuple | None:
+        """The reference rows sorted by a hash of their discrete coordinates: (discrete mask, hash weights,
+        sorted hashes, order)."""
+        mask = self.space.discrete_mask
+        if not mask.any():
+            return None
+        weights = np.random.default_rng(0).integers(1, 2**63, mask.sum(), dtype=np.uint64) | np.uint64(1)
+        h = _discrete_hash(self.reference[:, mask], weights)
+        order = np.argsort(h, kind="stable")
+        return mask, weights, h[order], order
+
+
+def _discrete_hash(discrete: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One uint64 per row from its 0/non-0 pattern (wrapping arithmetic; a collision only adds candidates)."""
+    return ((discrete > 0).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+
+
+def _keep_within_groups(reference: np.ndarray, groups, x: np.ndarray, threshold: float, max_pairs: int = 50_000) -> np.ndarray:
+    """``keep_mask`` for threshold <= 1: the exact distance to every reference row that shares the query's
+    discrete coordinates (every other one is at least 1 away); queries in slices of about ``max_pairs`` pairs."""
+    mask, weights, sorted_h, order = groups
+    h = _discrete_hash(x[:, mask], weights)
+    lo, hi = np.searchsorted(sorted_h, h, side="left"), np.searchsorted(sorted_h, h, side="right")
+    counts = hi - lo
+    keep = np.ones(len(x), dtype=bool)
+    if not len(x):
+        return keep
+    limit = np.float32(threshold) ** 2
+    ends = np.cumsum(counts)
+    # slices of queries with about max_pairs candidate pairs each (one query's group may run over); on bank,
+    # slices of 50,000 pairs ran 4x faster than of 2 million (they stay in cache)
+    cuts = np.searchsorted(ends, np.arange(0, int(ends[-1]), max_pairs), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [len(x)]]))
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        c = counts[start:stop]
+        total = int(c.sum())
+        if total:
+            q = np.repeat(np.arange(start, stop), c)
+            first = ends[start:stop] - c - (ends[start] - counts[start])  # each query's first pair in the slice
+            offsets = np.repeat(lo[start:stop] - first, c)
+            r = order[offsets + np.arange(total)]
+            d2 = ((x[q] - reference[r]) ** 2).sum(axis=1)
+            keep[q[d2 < limit]] = False
+    return keep
