@@ -26,7 +26,7 @@ from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
 from training.mixture import fit_class_mixtures
 from training.model import build_model
-from training.trainer import fit
+from training.trainer import fit, pick_device
 
 __all__ = ["train"]
 
@@ -52,6 +52,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     out = Path(out)
     if out.exists() and not overwrite:  # refuse before spending minutes on training
         raise OutputExistsError(f"output folder {str(out)!r} exists (pass --overwrite to replace it)")
+    pick_device(config.device)  # --device cuda without CUDA: the one-line error before any work
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     started = time.perf_counter()
 
@@ -101,6 +102,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
                 "stopped": result.stopped, "train_loss": result.train_loss, "val_loss": result.val_loss,
                 "val_recon": result.val_recon, "val_kl": result.val_kl, "train_wall_s": round(result.wall_s, 3),
                 "rows_per_s": round(result.rows_per_s, 1), "total_wall_s": round(time.perf_counter() - started, 3),
+                "device": result.device, "mixed_precision": result.mixed_precision,
             },
             "source": source,
             "torch_version": torch.__version__,

@@ -63,16 +63,21 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     from augment.io import read_table
     from training.api import train as train_bundle
     from training.config import TrainConfig
+    from training.trainer import device_note, pick_device
 
     if Path(out).exists() and not overwrite:
         raise click.ClickException(f"output folder {out!r} exists (pass --overwrite to replace it)")
-    table = read_table(data)
     try:
         config = TrainConfig(epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, hidden=hidden, beta=beta, lr=lr,
                              seed=seed, device=device, class_balance=class_balance, threads=threads, time_budget_s=time_budget,
                              categorical=_names(categorical), numeric=_names(numeric), image_jitter=image_jitter)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    pick_device(device)  # --device cuda without CUDA: one line, before the data is read
+    table = read_table(data)
+    note = device_note(device)
+    if note:
+        click.echo(note, err=True)
     click.echo(f"training on {table.num_rows:,} rows x {table.num_columns} columns from {data}", err=True)
     bundle = train_bundle(table, label=label, out=out, config=config, image_shape=image_shape, overwrite=overwrite,
                           progress=not quiet, source=str(data))

@@ -98,7 +98,7 @@ def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str) -> str:
 
 
 def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto", workers: int | None = None,
-            threads: int | None = None, ray_address: str | None = None, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
+            threads: int | None = None, ray_address: str | None = None, gpus_per_worker: float = 0.0, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
             progress: bool = True, echo: Callable[[str], None] = print, die_marker: str | None = None) -> dict | None:
     """Plan, check, write every shard, then the manifest; returns the manifest (None for a dry run).
 
@@ -118,7 +118,8 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     if dry_run:
         echo(describe_plan(gen, spec, shards, str(out)))
         return None
-    runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads)
+    runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads,
+                           gpus_per_worker=gpus_per_worker)
     if die_marker:  # tests: a Ray worker dies once mid-shard
         runner.die_marker = die_marker
     runner.prepare()  # connect to Ray (or fail) before the output folder is touched
