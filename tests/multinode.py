@@ -66,20 +66,18 @@ class _Cluster:
         return subprocess.Popen([*prefix, RAY, "start", "--block", "--disable-usage-stats", *args],
                                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
 
-    def wait_nodes(self, n: int, timeout: float = 90.0) -> None:
-        """Until the head reports ``n`` alive nodes (asked from a driver in the head's namespace)."""
-        code = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False); "
-                "print(sum(1 for x in ray.nodes() if x['Alive']))")
+    def wait_started(self, name: str, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
+        """Until `ray start` of node ``name`` says it is up (after the node registered with the GCS); False if
+        it exited first (on a loaded machine a raylet may miss Ray's fixed 30 s registration window)."""
+        log = self.root / f"{name}.log"
         deadline = time.monotonic() + timeout
-        while True:
-            r = subprocess.run([*self.driver_prefix, sys.executable, "-c", code, self.address], env=self.env,
-                               capture_output=True, text=True, timeout=60)
-            if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(n)]:
-                return
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if proc.poll() is not None:
+                return False
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.mode} cluster: {n} nodes not up in {timeout:.0f} s: {r.stdout[-300:]} "
-                                   f"{r.stderr[-500:]}\n{self.logs()}")
-            time.sleep(1.0)
+                raise RuntimeError(f"{self.mode} cluster: node {name} not up in {timeout:.0f} s\n{self.logs()}")
+            time.sleep(0.2)
+        return True
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(self.root.glob("*.log")))
@@ -131,19 +129,24 @@ class NamespaceCluster(_Cluster):
             _run("ip", "-n", ns, "link", "set", "lo", "up")
             _run("ip", "-n", ns, "link", "set", inside, "up")
 
-    def start_head(self) -> None:
-        self._start(["ip", "netns", "exec", self.ns_head],
+    def start_head(self) -> subprocess.Popen:
+        return self._start(["ip", "netns", "exec", self.ns_head],
                     ["--head", f"--node-ip-address={self.head_ip}", "--port=6379", f"--num-cpus={self.cpus}",
                      f"--temp-dir={self.root / 'h'}", "--include-dashboard=false",
                      f"--object-store-memory={OBJECT_STORE}", f"--system-config={SYSTEM_CONFIG}"], "head")
 
-    def start_worker(self) -> None:
-        self._start(["ip", "netns", "exec", self.ns_worker],
+    def start_worker(self) -> subprocess.Popen:
+        return self._start(["ip", "netns", "exec", self.ns_worker],
                     [f"--address={self.address}", f"--node-ip-address={self.worker_ip}", f"--num-cpus={self.cpus}",
                      f"--temp-dir={self.root / 'w'}", f"--object-store-memory={OBJECT_STORE}"], "worker")
 
     def kill_worker(self) -> None:
         _kill_namespace(self.ns_worker)
+
+    stop_worker = kill_worker
+
+    def stop_head(self) -> None:
+        _kill_namespace(self.ns_head)
 
     def close(self) -> None:
         for ns in (self.ns_worker, self.ns_head):
@@ -188,20 +191,27 @@ class LoopbackCluster(_Cluster):
                 f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
                 f"--runtime-env-agent-port={_free_port()}"]
 
-    def start_head(self) -> None:
+    def start_head(self) -> subprocess.Popen:
         port = self.address.rsplit(":", 1)[1]
-        self._procs["head"] = self._start([], ["--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+        self._procs["head"] = proc = self._start([], ["--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                                                f"--num-cpus={self.cpus}", f"--temp-dir={self.root / 'h'}",
                                                "--include-dashboard=false", f"--object-store-memory={OBJECT_STORE}",
                                                f"--system-config={SYSTEM_CONFIG}", *self._ports()], "head")
+        return proc
 
-    def start_worker(self) -> None:
-        self._procs["worker"] = self._start([], [f"--address={self.address}", "--node-ip-address=127.0.0.1",
+    def start_worker(self) -> subprocess.Popen:
+        self._procs["worker"] = proc = self._start([], [f"--address={self.address}", "--node-ip-address=127.0.0.1",
                                                  f"--num-cpus={self.cpus}", f"--temp-dir={self.root / 'w'}",
                                                  f"--object-store-memory={OBJECT_STORE}", *self._ports()], "worker")
+        return proc
 
     def kill_worker(self) -> None:
         _kill_group(self._procs.pop("worker", None))
+
+    stop_worker = kill_worker
+
+    def stop_head(self) -> None:
+        _kill_group(self._procs.pop("head", None))
 
     def close(self) -> None:
         for name in ("worker", "head"):
@@ -239,10 +249,13 @@ def start_cluster(cpus: int = 1) -> _Cluster:
     why = namespaces_unavailable()
     cluster = NamespaceCluster(cpus) if not why else LoopbackCluster(cpus, why)
     try:
-        cluster.start_head()
-        cluster.wait_nodes(1)
-        cluster.start_worker()
-        cluster.wait_nodes(2)
+        for name in ("head", "worker"):
+            for attempt in range(2):
+                if cluster.wait_started(name, getattr(cluster, f"start_{name}")()):
+                    break
+                if attempt:
+                    raise RuntimeError(f"{cluster.mode} cluster: node {name} did not start\n{cluster.logs()}")
+                getattr(cluster, f"stop_{name}")()
     except BaseException:
         cluster.close()
         raise

@@ -20,14 +20,16 @@ from multinode import start_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
-SHARDS = 24
+SHARDS = 12
 ROWS_PER_FILE = 20_000
 
 
 @pytest.fixture(scope="module")
 def cluster():
+    t0 = time.perf_counter()
     c = start_cluster(cpus=1)
-    print(f"\nmulti-node Ray cluster: {c.mode}" + (f" ({c.why})" if c.why else ""))
+    why = f", not namespaces: {c.why}" if c.why else ""
+    print(f"\nmulti-node Ray cluster: {c.mode}{why} (up in {time.perf_counter() - t0:.1f} s)")
     try:
         yield c
     finally:

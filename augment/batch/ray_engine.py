@@ -99,6 +99,15 @@ def _progress_actor_class():
     return Progress
 
 
+def _progress_actor():
+    """The progress actor, on the driver's node (soft): it lives as long as the driver, not a worker node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return _progress_actor_class().options(scheduling_strategy=here).remote()
+
+
 @dataclass
 class _Actor:
     handle: object
@@ -289,7 +298,7 @@ class RayEngine:
         tries: dict[str, int] = {}
         results: list[dict] = []
         shared_refs: dict[int, object] = {}  # a held source (random draws) is put once, not once per shard
-        progress = _progress_actor_class().remote()  # rows per chunk, so the bar moves within shards
+        progress = _progress_actor()  # rows per chunk, so the bar moves within shards
         shown = 0
         pending = iter(items)
         exhausted = False
@@ -321,8 +330,13 @@ class RayEngine:
 
         def collect() -> None:
             """Wait up to PROGRESS_POLL_S for a shard to finish; show the rows written meanwhile."""
+            nonlocal progress
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_POLL_S)
-            show(ray.get(progress.total.remote()))
+            if progress is not None:
+                try:
+                    show(ray.get(progress.total.remote()))
+                except ray.exceptions.RayActorError:  # lost with a node: the bar moves per shard from here
+                    progress = None
             for ref in ready:
                 actor, shard, source = in_flight.pop(ref)
                 actor.in_flight -= 1
@@ -336,6 +350,8 @@ class RayEngine:
                     self.startup_s = time.perf_counter() - t0 - result["seconds"]
                 results.append(result)
                 on_shard(result)
+                if progress is None:
+                    show(sum(r["rows"] for r in results))
 
         try:
             while True:
@@ -365,7 +381,8 @@ class RayEngine:
                 pool.poll_ready(PROGRESS_POLL_S)
             show(sum(r["rows"] for r in results))  # the last reports may still be on their way
         finally:
-            ray.kill(progress)
+            if progress is not None:
+                ray.kill(progress)
         self.nodes = sorted(pool.nodes)
         return results
 
