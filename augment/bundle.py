@@ -3,6 +3,12 @@
 ``load_bundle`` verifies each ONNX file against the sha256 recorded in ``bundle.json`` and refuses a newer
 format. ``write_bundle`` (used by training) writes the folder under a temporary name and renames it into
 place, so a failed export never leaves a half-written bundle behind.
+
+Either may name a bucket (``s3://models/bank``, see ``augment.fs``). A bundle in a bucket is downloaded once
+per machine into a cache folder named by the sha256 of its bundle.json (``AUGMENT_CACHE_DIR``, else
+``~/.cache/augment``; the newest ``CACHE_KEEP`` bundles are kept) and loaded from there, so every worker and
+replica on a machine shares one verified copy. Written to a bucket, the ONNX files go first and bundle.json
+last: a bundle without bundle.json is not a bundle, and one with mismatched files fails its checksums.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pyarrow as pa
 
 from augment import __version__
 from augment.errors import BundleError, OutputExistsError
+from augment.fs import Location, fsync_dir, fsync_file, resolve
 
 __all__ = ["FORMAT_VERSION", "BUNDLE_FILES", "Bundle", "load_bundle", "write_bundle", "sha256_file"]
 
@@ -50,9 +57,14 @@ def schema_from_b64(text: str) -> pa.Schema:
 class Bundle:
     """A verified bundle folder. ``json`` is the parsed ``bundle.json``; ``sha256`` identifies the bundle."""
 
-    path: Path
+    path: Path  # a local folder (for a bundle in a bucket: its verified copy in the cache)
     json: dict = field(repr=False)
     sha256: str
+    source: str = ""  # where it was loaded from, as given to workers: absolute path or URI
+
+    def __post_init__(self):
+        if not self.source:
+            object.__setattr__(self, "source", str(self.path))
 
     @property
     def encoder_path(self) -> Path:
@@ -84,38 +96,95 @@ class Bundle:
         return int(self.json["latent_dim"])
 
 
-def load_bundle(path: str | os.PathLike) -> Bundle:
-    """Read and verify a bundle folder; a ``BundleError`` names what is wrong and with which file."""
-    root = Path(path)
-    if not root.is_dir():
-        raise BundleError(f"bundle folder not found: {str(root)!r} (expected a folder written by `augment train`)")
-    missing = [name for name in BUNDLE_FILES if not (root / name).is_file()]
+CACHE_KEEP = 8  # bundles kept in the download cache (the least recently used beyond that are removed)
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("AUGMENT_CACHE_DIR")
+    if env:
+        return Path(env)
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "augment"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    except OSError:  # a container without a writable home
+        return Path(tempfile.gettempdir()) / f"augment-cache-{os.getuid()}"
+
+
+def _fetch(loc: Location) -> Path:
+    """A bundle in a bucket -> its local copy, downloaded at most once per machine (keyed by content)."""
+    if not loc.is_dir() and not loc.is_file():
+        raise BundleError(f"bundle folder not found: {loc.uri!r} (expected a folder written by `augment train`)")
+    missing = [name for name in BUNDLE_FILES if not loc.join(name).is_file()]
     if missing:
-        raise BundleError(f"bundle {str(root)!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
+        raise BundleError(f"bundle {loc.uri!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
+    raw = loc.join("bundle.json").read_bytes()
+    root = _cache_root() / "bundles"
+    target = root / hashlib.sha256(raw).hexdigest()
+    if (target / "bundle.json").is_file():
+        os.utime(target)  # most recently used
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        for name in ONNX_FILES:
+            loc.join(name).download(tmp / name)
+        (tmp / "bundle.json").write_bytes(raw)  # the bytes hashed above, whatever the bucket holds now
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another worker on this machine got there first: theirs is the same content
+            if not (target / "bundle.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _trim_cache(root)
+    return target
+
+
+def _trim_cache(root: Path) -> None:
+    folders = sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+    for old in folders[:-CACHE_KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and verify a bundle folder (a path or a URI); a ``BundleError`` names what is wrong and where."""
+    loc = resolve(path)
+    root = loc.local_path if loc.is_local else _fetch(loc)
+    bundle = _load_local(root, loc.uri)
+    return Bundle(path=root, json=bundle.json, sha256=bundle.sha256, source=loc.uri)
+
+
+def _load_local(root: Path, name: str) -> Bundle:
+    if not root.is_dir():
+        raise BundleError(f"bundle folder not found: {name!r} (expected a folder written by `augment train`)")
+    missing = [f for f in BUNDLE_FILES if not (root / f).is_file()]
+    if missing:
+        raise BundleError(f"bundle {name!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
     raw = (root / "bundle.json").read_bytes()
     try:
         meta = json.loads(raw)
     except ValueError as exc:
-        raise BundleError(f"bundle {str(root)!r}: bundle.json is not valid JSON ({exc})") from None
+        raise BundleError(f"bundle {name!r}: bundle.json is not valid JSON ({exc})") from None
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if not isinstance(version, int):
-        raise BundleError(f"bundle {str(root)!r}: bundle.json has no integer format_version")
+        raise BundleError(f"bundle {name!r}: bundle.json has no integer format_version")
     if version > FORMAT_VERSION:
         raise BundleError(
-            f"bundle {str(root)!r} has format_version {version}; this augment {__version__} reads up to "
+            f"bundle {name!r} has format_version {version}; this augment {__version__} reads up to "
             f"{FORMAT_VERSION} (upgrade augment)"
         )
     for key, kind in _REQUIRED.items():
         if not isinstance(meta.get(key), kind):
-            raise BundleError(f"bundle {str(root)!r}: bundle.json lacks {key!r} (or it is not a {kind.__name__}); "
+            raise BundleError(f"bundle {name!r}: bundle.json lacks {key!r} (or it is not a {kind.__name__}); "
                               f"the file was edited or written by another tool")
     recorded = meta["onnx"].get("files", {})
-    for name in ONNX_FILES:
-        actual = sha256_file(root / name)
-        if recorded.get(name) != actual:
+    for f in ONNX_FILES:
+        actual = sha256_file(root / f)
+        if recorded.get(f) != actual:
             raise BundleError(
-                f"bundle {str(root)!r}: {name} fails its checksum (sha256 {actual[:12]}..., bundle.json records "
-                f"{str(recorded.get(name))[:12]}...); the file was changed or truncated"
+                f"bundle {name!r}: {f} fails its checksum (sha256 {actual[:12]}..., bundle.json records "
+                f"{str(recorded.get(f))[:12]}...); the file was changed or truncated"
             )
     digest = hashlib.sha256(raw).hexdigest()
     return Bundle(path=root, json=meta, sha256=digest)
@@ -126,26 +195,46 @@ def write_bundle(out: str | os.PathLike, meta: dict, onnx_files: dict[str, bytes
     """Write ``meta`` as bundle.json plus the ONNX files into ``out`` atomically; returns the loaded bundle.
 
     ``onnx_files`` maps each of encoder.onnx / decoder.onnx to its bytes or a path to copy. The checksums and
-    format version are filled in here.
+    format version are filled in here. ``out`` may be a URI (see the module docstring for the order).
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output folder {str(out)!r} exists (pass --overwrite to replace it)")
+    loc = resolve(out)
     if set(onnx_files) != set(ONNX_FILES):
         raise ValueError(f"write_bundle needs exactly {ONNX_FILES}, got {sorted(onnx_files)}")
+    loc.check_reachable()
+    if loc.exists() and not overwrite:
+        raise OutputExistsError(f"output folder {loc.uri!r} exists (pass --overwrite to replace it)")
+    if loc.is_local:
+        _write_local(loc.local_path, meta, onnx_files)
+    else:
+        with tempfile.TemporaryDirectory(prefix=".augment-bundle-") as tmp:
+            _fill(Path(tmp), meta, onnx_files)
+            loc.join("bundle.json").delete()  # first: from here until the upload ends, no bundle is there
+            for name in (*ONNX_FILES, "bundle.json"):
+                loc.join(name).write_bytes((Path(tmp) / name).read_bytes())
+    return load_bundle(loc.uri)
+
+
+def _fill(folder: Path, meta: dict, onnx_files: dict[str, bytes | str | os.PathLike]) -> None:
+    files = {}
+    for name, src in onnx_files.items():
+        if isinstance(src, (bytes, bytearray)):
+            (folder / name).write_bytes(src)
+        else:
+            shutil.copyfile(src, folder / name)
+        files[name] = sha256_file(folder / name)
+    meta = {**meta, "format_version": FORMAT_VERSION, "augment_version": __version__}
+    meta["onnx"] = {**meta.get("onnx", {}), "files": files}
+    (folder / "bundle.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def _write_local(out: Path, meta: dict, onnx_files: dict[str, bytes | str | os.PathLike]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        files = {}
-        for name, src in onnx_files.items():
-            if isinstance(src, (bytes, bytearray)):
-                (tmp / name).write_bytes(src)
-            else:
-                shutil.copyfile(src, tmp / name)
-            files[name] = sha256_file(tmp / name)
-        meta = {**meta, "format_version": FORMAT_VERSION, "augment_version": __version__}
-        meta["onnx"] = {**meta.get("onnx", {}), "files": files}
-        (tmp / "bundle.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        _fill(tmp, meta, onnx_files)
+        for name in BUNDLE_FILES:  # durable before the rename that makes it the bundle
+            fsync_file(tmp / name)
+        fsync_dir(tmp)
         if out.exists() and not out.is_dir():
             raise OutputExistsError(f"output {str(out)!r} exists and is not a folder")
         old = None
@@ -153,9 +242,9 @@ def write_bundle(out: str | os.PathLike, meta: dict, onnx_files: dict[str, bytes
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / "bundle")
         os.replace(tmp, out)
+        fsync_dir(out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_bundle(out)

@@ -15,6 +15,7 @@ __all__ = [
     "OutputExistsError",
     "ClassNameError",
     "MissingExtraError",
+    "StorageError",
 ]
 
 
@@ -44,3 +45,7 @@ class ClassNameError(AugmentError):
 
 class MissingExtraError(AugmentError):
     """A command or call needs an optional part of augment (an extra) that is not installed."""
+
+
+class StorageError(AugmentError):
+    """A path or URI cannot be used: unknown scheme, bucket missing, unreachable or refusing these credentials."""

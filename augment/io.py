@@ -10,14 +10,14 @@ from __future__ import annotations
 import io as _pyio
 import math
 import os
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyarrow.fs import FileType
 
 from augment import arrays
 from augment.errors import InputError
+from augment.fs import Location, resolve
 
 __all__ = [
     "read_table",
@@ -43,44 +43,48 @@ def _one_line(err: BaseException) -> str:
 
 
 def read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file, a folder of Parquet files, or a CSV file into one Arrow table (a pandas index that
-    the file's metadata names is dropped: it is never data)."""
+    """Read a Parquet file, a folder of Parquet files, or a CSV file into one Arrow table (a path or a URI:
+    s3://, gs://, file://; see ``augment.fs``). A pandas index that the file's metadata names is dropped: it is
+    never data."""
     from augment.frames import without_pandas_index
 
     return without_pandas_index(_read_table(path, columns=columns))
 
 
 def _read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> pa.Table:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such file or folder: {str(p)!r}; expected {_ALLOWED}")
+    loc = resolve(path)
+    info = loc.info()
+    if info.type == FileType.NotFound:
+        raise InputError(f"no such file or folder: {loc.uri!r}; expected {_ALLOWED}")
     try:
-        if p.is_dir():
-            return _read_parquet_folder(p, columns)
-        name = p.name.lower()
+        if info.type == FileType.Directory:
+            return _read_parquet_folder(loc, columns)
+        name = loc.name.lower()
         if name.endswith(PARQUET_SUFFIXES):
             import pyarrow.parquet as pq
 
-            return pq.read_table(p, columns=columns)
+            return pq.read_table(loc.path, columns=columns, filesystem=loc.fs)
         if name.endswith(CSV_SUFFIXES):
             import pyarrow.csv as pacsv
 
             opts = pacsv.ConvertOptions(include_columns=columns) if columns else None
-            return pacsv.read_csv(p, convert_options=opts)
+            with loc.fs.open_input_stream(loc.path) as f:
+                return pacsv.read_csv(f, convert_options=opts)
     except InputError:
         raise
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise InputError(f"cannot read {str(p)!r} ({_one_line(err)}); expected {_ALLOWED}") from err
-    raise InputError(f"unsupported file type {p.suffix or p.name!r} for {str(p)!r}; expected {_ALLOWED}")
+        raise InputError(f"cannot read {loc.uri!r} ({_one_line(err)}); expected {_ALLOWED}") from err
+    suffix = os.path.splitext(loc.name)[1]
+    raise InputError(f"unsupported file type {suffix or loc.name!r} for {loc.uri!r}; expected {_ALLOWED}")
 
 
-def _read_parquet_folder(p: Path, columns: list[str] | None) -> pa.Table:
+def _read_parquet_folder(loc: Location, columns: list[str] | None) -> pa.Table:
     import pyarrow.dataset as ds
 
     # ignore_prefixes skips Spark/Hadoop markers such as _SUCCESS and .crc files
-    dataset = ds.dataset(p, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+    dataset = ds.dataset(loc.path, filesystem=loc.fs, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
     if not dataset.files:
-        raise InputError(f"folder {str(p)!r} holds no Parquet files; expected {_ALLOWED}")
+        raise InputError(f"folder {loc.uri!r} holds no Parquet files; expected {_ALLOWED}")
     return dataset.to_table(columns=columns)
 
 

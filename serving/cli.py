@@ -22,7 +22,7 @@ __all__ = ["serve"]
 
 
 @click.command("serve")
-@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False), help="Bundle folder.")
+@click.option("--model", required=True, help="Bundle folder, or its URI (s3://, gs://, file://): loaded once per replica.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--api-key-env", default=None, metavar="NAME", help="Environment variable holding the API key (401 without it).")
@@ -40,7 +40,9 @@ __all__ = ["serve"]
 def serve(model, host, port, api_key_env, max_rows, max_body_bytes, threads, max_concurrent, graceful_timeout,
           log_level, use_ray, replicas, replica_cpus, ray_address) -> None:
     """Serve on-demand generation over HTTP: /v1/generate, /v1/perturb, /v1/model, /healthz, /docs."""
-    model = os.path.abspath(model)  # Ray replicas do not share our working directory
+    from augment.fs import resolve
+
+    model = resolve(model).uri  # Ray replicas do not share our working directory
     settings = ServeSettings(model=model, max_rows=max_rows, max_body_bytes=max_body_bytes, api_key_env=api_key_env,
                              threads=threads, max_concurrent=max_concurrent)
     read_api_key(settings)  # a named but unset key variable fails here, before anything starts
@@ -73,12 +75,16 @@ def _serve_ray(settings: ServeSettings, host: str, port: int, replicas: int, rep
     from augment.bundle import load_bundle
     from serving.ray_app import AugmentServeArgs, build_app
 
+    from augment.fs import storage_env
+
     bundle = load_bundle(settings.model)  # fail here, in one line, rather than in a replica's log
+    env = storage_env()  # replicas on other nodes reach the bundle's bucket as this process does
+    runtime_env = {"env_vars": env} if env else None
     if ray_address:
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     else:
         ray.init(num_cpus=max(os.cpu_count() or 1, int(replicas * replica_cpus + 0.999)), include_dashboard=False,
-                 log_to_driver=False)
+                 log_to_driver=False, runtime_env=runtime_env)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -82,3 +82,52 @@ def image_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "image"
     train(make_digits_table(), label="label", out=out, config=TrainConfig(**TINY), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API on loopback (moto's server mode), started once per run and stopped at the end."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """This test's environment points pyarrow at the moto server; ``s3.bucket(name)`` creates a bucket."""
+    import pyarrow.fs as pafs
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    class S3:
+        endpoint = s3_server
+        fs = pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1",
+                               access_key="testing", secret_key="testing", allow_bucket_creation=True,
+                               allow_bucket_deletion=True)
+
+        def bucket(self, name: str) -> str:
+            self.fs.create_dir(name)
+            return f"s3://{name}"
+
+        def keys(self, prefix: str) -> list[str]:
+            sel = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
+            return sorted(i.path[len(prefix) + 1:] for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File)
+
+    return S3()

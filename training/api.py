@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +20,7 @@ import torch
 from augment.bundle import Bundle, schema_to_b64, write_bundle
 from augment.codec import Codec
 from augment.errors import OutputExistsError
+from augment.fs import resolve
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
@@ -49,9 +49,10 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
           source: str | None = None) -> Bundle:
     """Train a CVAE on ``table`` and write its bundle to ``out``; returns the loaded, verified bundle."""
     config = config or TrainConfig()
-    out = Path(out)
+    out = resolve(out)
+    out.check_reachable()
     if out.exists() and not overwrite:  # refuse before spending minutes on training
-        raise OutputExistsError(f"output folder {str(out)!r} exists (pass --overwrite to replace it)")
+        raise OutputExistsError(f"output folder {out.uri!r} exists (pass --overwrite to replace it)")
     pick_device(config.device)  # --device cuda without CUDA: the one-line error before any work
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
@@ -119,4 +120,4 @@ def _train(table: pa.Table, *, label: str | None, out: Path, config: TrainConfig
             "platform": platform.platform(),
         },
     }
-    return write_bundle(out, meta, {"encoder.onnx": enc, "decoder.onnx": dec}, overwrite=overwrite)
+    return write_bundle(out.uri, meta, {"encoder.onnx": enc, "decoder.onnx": dec}, overwrite=overwrite)

@@ -65,7 +65,11 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     from training.config import TrainConfig
     from training.trainer import device_note, pick_device
 
-    if Path(out).exists() and not overwrite:
+    from augment.fs import resolve
+
+    out_loc = resolve(out)
+    out_loc.check_reachable()  # a missing or refused bucket fails now, not after the training
+    if out_loc.exists() and not overwrite:
         raise click.ClickException(f"output folder {out!r} exists (pass --overwrite to replace it)")
     try:
         config = TrainConfig(epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, hidden=hidden, beta=beta, lr=lr,
@@ -82,7 +86,7 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     bundle = train_bundle(table, label=label, out=out, config=config, image_shape=image_shape, overwrite=overwrite,
                           progress=not quiet, source=str(data))
     m = bundle.json["training"]["metrics"]
-    click.echo(f"wrote {bundle.path} ({m['epochs_run']} epochs, {m['stopped']}, {m['train_wall_s']:.1f} s, "
+    click.echo(f"wrote {bundle.source} ({m['epochs_run']} epochs, {m['stopped']}, {m['train_wall_s']:.1f} s, "
                f"validation loss {m['val_loss']:.4f}, parity {max(bundle.json['onnx']['parity'][k] for k in ('encoder_max_abs_diff', 'decoder_max_abs_diff')):.1e})")
 
 

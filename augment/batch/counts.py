@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from augment.batch.plan import largest_remainder
-from augment.errors import AugmentError, ClassNameError, InputError
+from augment.errors import AugmentError, ClassNameError, InputError, StorageError
+from augment.fs import resolve
 
 __all__ = ["parse_class_counts", "read_class_counts_file", "counts_from_mapping", "resolve_counts"]
 
@@ -76,8 +76,8 @@ def counts_from_mapping(mapping, classes: list) -> dict[int, int]:
 def read_class_counts_file(path: str, classes: list) -> dict[int, int]:
     """A JSON object ``{"yes": 40000, "no": 5000}`` (or a list of ``[name, count]`` pairs)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+        data = json.loads(resolve(path).read_text())
+    except (OSError, ValueError, StorageError) as err:
         raise InputError(f"cannot read --class-counts-file {path!r}: {str(err).splitlines()[0]}") from err
     pairs = data.items() if isinstance(data, dict) else data
     lookup, out = _class_lookup(classes), {}

@@ -1,88 +1,98 @@
 """The output folder of a job: ``_job.json`` while it runs, ``_manifest.json`` when (and only when) it is done.
 
 ```
-synth/bank/
-  class=0000-part=00000.parquet ...   data files, each renamed into place when complete
-  .tmp-...                            a shard being written (hidden: dataset readers skip it)
+synth/bank/                           (a local folder or a bucket prefix: s3://synth/bank)
+  class=0000-part=00000.parquet ...   data files, each committed whole (augment.fs.commit)
+  .tmp-...                            a shard being written on local disk (hidden: dataset readers skip it)
   _job.json                           written first: the spec, the bundle sha256 and the plan (for --resume)
+  _shards/<file>.json                 each committed file's rows and sha256 (removed with _job.json at the end)
   _manifest.json                      written last: files with rows and sha256, rows per class, timings
 ```
 A folder without ``_manifest.json`` is an unfinished job, never a result. ``--resume`` reruns the same spec on
-the same bundle, keeps every planned file whose Parquet footer holds the planned rows and schema, and
-regenerates the rest; the rows are the same bytes either way because each shard's stream is its own.
+the same bundle, keeps every planned file whose sha256 matches its record in ``_shards/`` and whose Parquet
+footer holds the planned rows and schema, and regenerates the rest; the rows are the same bytes either way
+because each shard's stream is its own. On a bucket ``--resume`` reads what the bucket holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment import __version__
-from augment.errors import AugmentError, OutputExistsError
+from augment.errors import AugmentError, OutputExistsError, StorageError
 from augment.batch.plan import Shard
-from augment.batch.write import TMP_PREFIX, sha256_file
+from augment.batch.write import RESULTS_DIR, TMP_PREFIX
+from augment.fs import Location, one_line, resolve
 
 __all__ = ["MANIFEST", "JOB_FILE", "FORMAT", "prepare_out_dir", "write_json_atomic", "check_job_file",
-           "verified_shards", "remove_temporaries", "read_manifest"]
+           "verified_shards", "remove_temporaries", "read_manifest", "finish", "abandon"]
 
 MANIFEST = "_manifest.json"
 JOB_FILE = "_job.json"
 FORMAT = "augment-generate/1"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def write_json_atomic(path: Location, data: dict) -> None:
+    path.write_bytes((json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def read_manifest(out: str | os.PathLike) -> dict | None:
-    path = Path(out) / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+def read_manifest(out: str | os.PathLike | Location) -> dict | None:
+    path = resolve(out).join(MANIFEST)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise AugmentError(f"cannot read {path.uri} ({one_line(err)}); use --overwrite to start over") from None
 
 
-def _ours(out: Path) -> bool:
+def _ours(names: list[str]) -> bool:
     """An empty folder, or one an earlier job wrote (so --overwrite may delete it)."""
-    return not any(out.iterdir()) or (out / MANIFEST).exists() or (out / JOB_FILE).exists()
+    return not names or MANIFEST in names or JOB_FILE in names
 
 
-def prepare_out_dir(out: str | os.PathLike, *, overwrite: bool, resume: bool, dry_run: bool = False) -> bool:
+def prepare_out_dir(out: str | os.PathLike | Location, *, overwrite: bool, resume: bool, dry_run: bool = False) -> bool:
     """Check (and with ``dry_run`` False, create or clear) the output folder; True when resuming a job."""
-    out = Path(out)
+    out = resolve(out)
     if overwrite and resume:
         raise AugmentError("--overwrite and --resume exclude each other: pick one")
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output {str(out)!r} exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
+    out.check_reachable()  # a missing or refused bucket: one line now, nothing written
+    if out.is_file():
+        raise OutputExistsError(f"output {out.uri!r} exists and is not a folder")
+    names = out.list()
+    if not names:
         if not dry_run:
-            out.mkdir(parents=True, exist_ok=True)
+            out.mkdir()
         return False
     if resume:
-        if not (out / JOB_FILE).exists() and not (out / MANIFEST).exists():
-            raise AugmentError(f"--resume: {str(out)!r} holds no unfinished augment job ({JOB_FILE} is missing)")
+        if JOB_FILE not in names and MANIFEST not in names:
+            raise AugmentError(f"--resume: {out.uri!r} holds no unfinished augment job ({JOB_FILE} is missing)")
         return True
     if not overwrite:
-        raise OutputExistsError(f"output folder {str(out)!r} exists: pass --overwrite to replace it or --resume to finish it")
-    if not _ours(out):
-        raise OutputExistsError(f"--overwrite refused: {str(out)!r} is not an augment output folder "
+        raise OutputExistsError(f"output folder {out.uri!r} exists: pass --overwrite to replace it or --resume to finish it")
+    if not _ours(names):
+        raise OutputExistsError(f"--overwrite refused: {out.uri!r} is not an augment output folder "
                                 f"(no {MANIFEST} or {JOB_FILE}); remove it yourself or choose another --out")
     if not dry_run:
-        shutil.rmtree(out)
-        out.mkdir(parents=True)
+        out.delete_dir()
+        out.mkdir()
     return False
 
 
-def check_job_file(out: Path, job: dict) -> None:
+def check_job_file(out: Location, job: dict) -> None:
     """--resume: the folder's job must be this one (same spec, same bundle), or its files mean something else."""
     try:
-        before = json.loads((out / JOB_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise AugmentError(f"--resume: cannot read {out / JOB_FILE} ({err}); use --overwrite to start over") from None
+        before = json.loads(out.join(JOB_FILE).read_text())
+        if not isinstance(before, dict) or not isinstance(before.get("spec"), dict):
+            raise ValueError("not an augment job file")
+    except (OSError, ValueError, StorageError) as err:
+        raise AugmentError(f"--resume: cannot read {out.join(JOB_FILE).uri} ({one_line(err)}); "
+                           "use --overwrite to start over") from None
     for key in ("bundle_sha256", "spec"):
         if before.get(key) != job.get(key):
             if key == "spec":
@@ -91,37 +101,84 @@ def check_job_file(out: Path, job: dict) -> None:
                 what = ", ".join(f"{k} {before['spec'].get(k)!r} -> {job['spec'].get(k)!r}" for k in diff[:3])
             else:
                 what = "a different bundle"
-            raise AugmentError(f"--resume: {str(out)!r} holds a different job ({what}); "
+            raise AugmentError(f"--resume: {out.uri!r} holds a different job ({what}); "
                                "rerun with its options or use --overwrite")
 
 
-def verified_shards(out: Path, shards: list[Shard], schema: pa.Schema, label: str | None) -> dict[str, dict]:
-    """Planned files already complete: footer readable, planned rows and schema. Others are deleted."""
-    from augment.batch.write import label_counts
+def _sha256(loc: Location) -> str:
+    h = hashlib.sha256()
+    with loc.open_input() as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
+
+def _record(out: Location, name: str) -> dict | None:
+    try:
+        rec = json.loads(out.join(RESULTS_DIR, f"{name}.json").read_text())
+    except (FileNotFoundError, ValueError, StorageError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _kept(out: Location, shard: Shard, schema: pa.Schema) -> dict | None:
+    """The recorded result of a complete planned file: sha256 as recorded, footer with the planned rows and
+    schema. None for anything else (a torn, changed or unrecorded file)."""
+    path = out.join(shard.file_name)
+    rec = _record(out, shard.file_name)
+    if rec is None or rec.get("shard") != shard.to_json():
+        return None
+    try:
+        if _sha256(path) != rec.get("sha256"):
+            return None
+        with path.open_input() as f:
+            meta = pq.read_metadata(f)
+        if meta.num_rows != rec.get("rows") or not meta.schema.to_arrow_schema().equals(schema, check_metadata=False):
+            return None
+    except (pa.ArrowException, OSError, StorageError):
+        return None
+    return {**rec, "seconds": 0.0, "resumed": True}  # keeps its recorded rows drawn (--keep-consistent)
+
+
+def verified_shards(out: Location, shards: list[Shard], schema: pa.Schema, label: str | None) -> dict[str, dict]:
+    """Planned files already complete and unchanged since they were written (see ``_kept``); others are deleted."""
+    present = set(out.list())
     done: dict[str, dict] = {}
     for shard in shards:
-        path = out / shard.file_name
-        if not path.exists():
+        if shard.file_name not in present:
             continue
-        try:
-            meta = pq.read_metadata(path)
-            ok = meta.num_rows == shard.rows and meta.schema.to_arrow_schema().equals(schema, check_metadata=False)
-        except (pa.ArrowException, OSError):
-            ok = False
-        if not ok:  # keep_consistent perturb files may hold fewer rows: those shards are simply redone
-            path.unlink()
+        kept = _kept(out, shard, schema)
+        if kept is None:
+            out.join(shard.file_name).delete()
+            out.join(RESULTS_DIR, f"{shard.file_name}.json").delete()
             continue
-        counts = label_counts(pq.read_table(path, columns=[label]), label) if label else {"None": shard.rows}
-        done[shard.file_name] = {"file": shard.file_name, "rows": meta.num_rows, "bytes": path.stat().st_size,
-                                 "sha256": sha256_file(path), "rows_per_class": counts, "drawn": None,
-                                 "seconds": 0.0, "shard": shard.to_json(), "resumed": True}
+        done[shard.file_name] = kept
     return done
 
 
-def remove_temporaries(out: Path) -> None:
-    for p in out.glob(f"{TMP_PREFIX}*"):
-        p.unlink(missing_ok=True)
+def remove_temporaries(out: Location) -> None:
+    for name in out.list():
+        if name.startswith(TMP_PREFIX):
+            out.join(name).delete()
+
+
+def finish(out: Location, manifest: dict) -> None:
+    """The manifest last: from then on the folder is a result; the job's bookkeeping goes."""
+    write_json_atomic(out.join(MANIFEST), manifest)
+    out.join(JOB_FILE).delete()
+    out.join(RESULTS_DIR).delete_dir()
+
+
+def abandon(out: Location, created: bool) -> None:
+    """A job that failed before committing any file: remove its _job.json (and the folder, if this job made it),
+    so the next run starts clean. Once a file is committed (by any worker) everything stays for --resume."""
+    if any(not n.startswith(("_", ".")) for n in out.list()):
+        return
+    out.join(JOB_FILE).delete()
+    out.join(RESULTS_DIR).delete_dir()
+    remove_temporaries(out)
+    if created and out.is_local and not out.list():
+        out.local_path.rmdir()
 
 
 def build_manifest(*, job: dict, classes: list, results: list[dict], timings: dict, engine: dict,

@@ -8,7 +8,9 @@ a RayJob's ``maxReplicas``), so a job that starts on one node spreads to the nex
 dies (its process, or its whole node) is not restarted by Ray: the driver puts its shards back at the front of
 the queue, where any live actor takes them, and starts a replacement only where the cluster still has the
 CPUs. A retried shard rewrites the same bytes (its random stream is its own) under a new temporary name, so
-the result does not depend on which node wrote what; each file's node is recorded in the manifest.
+the result does not depend on which node wrote what; each file's node is recorded in the manifest. Paths reach
+the workers absolute and the driver's storage settings (``AWS_*``) go with them, so every node writes to the
+same bucket (``s3://...``) or a folder every node sees.
 
 Actors ask for ``cpus_per_worker`` CPUs (default: 1, or the share that fits when ``--workers`` asks for more
 actors than CPUs: two ``num_cpus=1`` actors on a 2-CPU node beside a driver would not fit) and
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from augment.batch.plan import Shard
 from augment.errors import AugmentError
+from augment.fs import storage_env
 
 __all__ = ["RayEngine", "RAY_RETRIES"]
 
@@ -48,11 +51,16 @@ def _shard_actor_class():
             from augment.generator import Generator
 
             blas_single_thread()  # for the life of the actor (Ray sets OMP_NUM_THREADS only for whole CPUs)
-            self.gen = Generator.from_path(bundle_path, threads=threads, device=device)
-            self.threads = threads
+            self.threads, self.gen, self.error = threads, None, None
             self.node = ray.util.get_node_ip_address()
+            try:
+                self.gen = Generator.from_path(bundle_path, threads=threads, device=device)
+            except AugmentError as err:  # deterministic: another actor would fail the same way, so report it
+                self.error = err
 
         def where(self) -> dict:
+            if self.error is not None:
+                raise self.error
             return {"node": self.node, "provider": self.gen.provider}
 
         def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None,
@@ -72,6 +80,8 @@ def _shard_actor_class():
                     open(die_marker, "w").close()
                     os._exit(1)
 
+            if self.error is not None:
+                raise self.error
             spec = JobSpec.from_json(spec_json)
             result = write_shards(self.gen, spec, [(shard, source)], out_dir, on_rows=on_rows, threads=self.threads)[0]
             return {**result, "node": self.node}
@@ -169,6 +179,10 @@ class _Pool:
             actor = waiting[ref]
             try:
                 where = ray.get(ref)
+            except ray.exceptions.RayTaskError as err:  # the bundle failed to load: no other node does better
+                cause = getattr(err, "cause", None)
+                raise (cause if isinstance(cause, AugmentError) else
+                       AugmentError(f"a Ray worker failed to start: {str(err).splitlines()[0]}")) from None
             except ray.exceptions.RayActorError as err:
                 cause = getattr(err, "cause", None) or getattr(err, "creation_task_error", None)
                 if isinstance(cause, AugmentError):  # the bundle itself: no other node will do better
@@ -275,7 +289,11 @@ class RayEngine:
         self.startup_s = None
         share, threads = self._shape(float(ray.cluster_resources().get("CPU", 1.0)))
         device = "cuda" if self.gpus_per_worker > 0 else "cpu"  # an actor without a GPU of its own stays on CPU
-        actor_cls = _shard_actor_class().options(num_cpus=share, num_gpus=self.gpus_per_worker or None)
+        options = {"num_cpus": share, "num_gpus": self.gpus_per_worker or None}
+        env = storage_env()
+        if env:  # workers reach the same buckets as the driver (nodes elsewhere lack its environment)
+            options["runtime_env"] = {"env_vars": env}
+        actor_cls = _shard_actor_class().options(**options)
         pool = _Pool(lambda: actor_cls.remote(str(bundle_path), threads, device), self.workers, share,
                      self.gpus_per_worker)
         try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ from augment.batch.plan import Shard, plan_job
 from augment.batch.source import Source, open_source
 from augment.batch.spec import JobSpec
 from augment.errors import AugmentError, InputError
+from augment.fs import Location, resolve
 
 __all__ = ["run_job", "probe", "describe_plan", "summary"]
 
@@ -108,7 +108,7 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     from augment.batch.manifest import prepare_out_dir
 
     t_start = time.perf_counter()
-    out = Path(out)
+    out = resolve(out)  # at the edge: workers get an absolute path or a URI, never a relative path
     source = _load_source(spec, gen)
     shards = plan_job(spec, source)
     total = sum(s.rows for s in shards)
@@ -116,7 +116,7 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
         raise AugmentError("the plan holds no rows: nothing to generate")
     prepare_out_dir(out, overwrite=overwrite, resume=resume, dry_run=True)  # checks only
     if dry_run:
-        echo(describe_plan(gen, spec, shards, str(out)))
+        echo(describe_plan(gen, spec, shards, out.uri))
         return None
     runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads,
                            gpus_per_worker=gpus_per_worker)
@@ -130,37 +130,43 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
         runner.close()
 
 
-def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Source | None, *, resume: bool,
+def _run(gen, spec: JobSpec, out: Location, runner, shards: list[Shard], source: Source | None, *, resume: bool,
          overwrite: bool, progress: bool, echo: Callable[[str], None], t_start: float) -> dict:
-    from augment.batch.manifest import (JOB_FILE, MANIFEST, build_manifest, check_job_file, prepare_out_dir,
-                                  read_manifest, remove_temporaries, verified_shards, write_json_atomic)
+    from augment.batch.manifest import (JOB_FILE, MANIFEST, abandon, build_manifest, check_job_file, finish,
+                                        prepare_out_dir, read_manifest, remove_temporaries, verified_shards,
+                                        write_json_atomic)
 
     total = sum(s.rows for s in shards)
+    created = not out.exists()
     resuming = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    job = {"format": "augment-job/1", "bundle_path": str(gen.bundle.path), "bundle_sha256": gen.bundle.sha256,
+    job = {"format": "augment-job/1", "bundle_path": gen.bundle.source, "bundle_sha256": gen.bundle.sha256,
            "spec": spec.to_json(), "plan": [s.to_json() for s in shards]}
     label = gen.bundle.label_column
     done: dict[str, dict] = {}
     if resuming:
-        if (out / MANIFEST).exists():
-            finished = read_manifest(out)
-            if finished.get("options") != job["spec"] or finished["bundle"]["sha256"] != gen.bundle.sha256:
-                raise AugmentError(f"--resume: {str(out)!r} holds a finished, different job; use --overwrite")
+        finished = read_manifest(out)
+        if finished is not None:
+            if finished.get("options") != job["spec"] or finished.get("bundle", {}).get("sha256") != gen.bundle.sha256:
+                raise AugmentError(f"--resume: {out.uri!r} holds a finished, different job; use --overwrite")
             echo(f"{out} is already complete ({_fmt_rows(finished['rows'])} rows); nothing to do")
             return finished
         check_job_file(out, job)
         remove_temporaries(out)
         done = verified_shards(out, shards, output_schema(gen, spec), label)
     else:
-        write_json_atomic(out / JOB_FILE, job)
+        write_json_atomic(out.join(JOB_FILE), job)
     todo = {s.file_name for s in shards} - set(done)
     todo_rows = sum(s.rows for s in shards if s.file_name in todo)
     results = list(done.values())
     bar = _progress_bar(total, total - todo_rows, progress)
     t_gen = time.perf_counter()
     try:
-        runner.run(gen, str(gen.bundle.path), spec, _items(spec, shards, todo, source), str(out),
+        runner.run(gen, gen.bundle.source, spec, _items(spec, shards, todo, source), out.uri,
                    on_rows=bar.update, on_shard=results.append, shards=len(todo))
+    except Exception:  # an error, not Ctrl-C (whose message offers --resume)
+        if not resuming:  # a job that never committed a file leaves nothing behind
+            abandon(out, created)
+        raise
     finally:
         bar.close()
         remove_temporaries(out)
@@ -171,8 +177,7 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
         timings["ray_startup_s"] = round(runner.startup_s, 3)
     manifest = build_manifest(job=job, classes=gen.classes, results=results, timings=timings,
                               engine=runner.describe(), schema=output_schema(gen, spec))
-    write_json_atomic(out / MANIFEST, manifest)  # last: from here on the folder is a result
-    (out / JOB_FILE).unlink(missing_ok=True)
+    finish(out, manifest)  # the manifest last: from here on the folder is a result
     echo(summary(manifest, out, resumed=len(done)))
     return manifest
 
@@ -196,7 +201,7 @@ def _progress_bar(total: int, initial: int, enabled: bool):
                 disable=not enabled, desc="generate", smoothing=0.1)
 
 
-def summary(manifest: dict, out: Path, resumed: int = 0) -> str:
+def summary(manifest: dict, out, resumed: int = 0) -> str:
     per_class = ", ".join(f"{c['class']}: {_fmt_rows(c['rows'])}" for c in manifest["rows_per_class"] if c["rows"])
     t = manifest["timings"]
     line = (f"wrote {_fmt_rows(manifest['rows'])} rows ({per_class}) in {len(manifest['files'])} file(s), "

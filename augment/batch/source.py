@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from augment.batch.plan import Shard
 from augment.errors import ClassNameError, InputError, SchemaError
+from augment.fs import resolve
 
 __all__ = ["Source", "open_source", "table_source", "check_schema", "label_indices"]
 
@@ -54,8 +54,9 @@ class Source:
 def _dataset(path: str):
     import pyarrow.dataset as ds
 
-    fmt = "csv" if str(path).lower().endswith(".csv") else "parquet"
-    return ds.dataset(path, format=fmt, ignore_prefixes=[".", "_"])
+    loc = resolve(path)
+    fmt = "csv" if loc.name.lower().endswith(".csv") else "parquet"
+    return ds.dataset(loc.path, filesystem=loc.fs, format=fmt, ignore_prefixes=[".", "_"])
 
 
 def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
@@ -115,7 +116,7 @@ def table_source(table: pa.Table, real_schema: pa.Schema, label: str | None, cla
 
 def open_source(path: str, real_schema: pa.Schema, label: str | None, classes: list, *, load: bool) -> Source:
     """Check ``--from`` against the bundle (columns, types, labels) before anything is written."""
-    if not Path(path).exists():
+    if not resolve(path).exists():
         raise InputError(f"--from {path!r}: no such file or folder")
     try:
         dataset = _dataset(path)

@@ -1,21 +1,22 @@
 """Shards written atomically: decode in the calling thread (or in decode lanes), encode Parquet in a writer thread.
 
 ``write_shards`` hands chunks through a bounded queue to a writer thread, so decoding and Parquet encoding
-overlap and memory holds a few chunks at most. Each file is written under a hidden temporary name
-(``.tmp-...``, ignored by dataset readers) and renamed into place when complete.
+overlap and memory holds a few chunks at most. Each file is written to a local temporary file and committed
+whole by ``augment.fs.commit`` (fsync + rename on local disk, one upload to a bucket), then its result (rows,
+sha256) is recorded in ``_shards/<file>.json``, which ``--resume`` checks a kept file against.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -26,14 +27,21 @@ from augment.batch.chunks import ShardStats, chunk_rows, output_schema, sample_c
 from augment.batch.plan import Shard
 from augment.bundle import sha256_file
 from augment.errors import AugmentError
+from augment.fs import TMP_PREFIX, Location, commit, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from augment.batch.spec import JobSpec
 
-__all__ = ["write_shards", "parquet_writer", "label_counts", "sha256_file", "TMP_PREFIX"]
+__all__ = ["write_shards", "parquet_writer", "label_counts", "sha256_file", "TMP_PREFIX", "RESULTS_DIR",
+           "record_result"]
 
-TMP_PREFIX = ".tmp-"
+RESULTS_DIR = "_shards"  # one small JSON per committed file: what --resume verifies a kept file against
 
+
+def record_result(out_dir: Location, result: dict) -> None:
+    """After a file is committed: its rows and sha256, written whole (a torn record is no record)."""
+    data = json.dumps(result, ensure_ascii=False).encode("utf-8")
+    out_dir.join(RESULTS_DIR, f"{result['file']}.json").write_bytes(data)
 
 
 def parquet_writer(path: str | os.PathLike, schema: pa.Schema, label: str | None = None) -> pq.ParquetWriter:
@@ -61,7 +69,7 @@ _DONE = object()
 class _Writer(threading.Thread):
     """Consumes ("open", shard) / ("chunk", table) / ("close", stats) items and writes the files."""
 
-    def __init__(self, out_dir: Path, schema: pa.Schema, label: str | None, items: queue.Queue,
+    def __init__(self, out_dir: Location, schema: pa.Schema, label: str | None, items: queue.Queue,
                  on_rows: Callable[[int], None] | None, on_shard: Callable[[dict], None] | None):
         super().__init__(name="augment-parquet-writer", daemon=True)
         self.out_dir, self.schema, self.label, self.items = out_dir, schema, label, items
@@ -69,6 +77,7 @@ class _Writer(threading.Thread):
         self.results: list[dict] = []
         self.error: BaseException | None = None
         self._writer = self._tmp = None
+        self._commit: contextlib.ExitStack | None = None
 
     def run(self) -> None:
         try:
@@ -84,7 +93,8 @@ class _Writer(threading.Thread):
 
     def _open(self, shard: Shard) -> None:
         self._shard, self._rows, self._counts, self._t0 = shard, 0, {}, time.perf_counter()
-        self._tmp = self.out_dir / f"{TMP_PREFIX}{shard.file_name}-{uuid.uuid4().hex[:12]}"
+        self._commit = contextlib.ExitStack()
+        self._tmp = self._commit.enter_context(commit(self.out_dir.join(shard.file_name)))
         self._writer = parquet_writer(self._tmp, self.schema, self.label)
 
     def _chunk(self, table: pa.Table) -> None:
@@ -100,13 +110,13 @@ class _Writer(threading.Thread):
     def _close(self, stats: ShardStats) -> None:
         self._writer.close()
         self._writer = None
-        final = self.out_dir / self._shard.file_name
-        result = {"file": final.name, "rows": self._rows, "bytes": self._tmp.stat().st_size,
+        result = {"file": self._shard.file_name, "rows": self._rows, "bytes": self._tmp.stat().st_size,
                   "sha256": sha256_file(self._tmp), "rows_per_class": self._counts,
                   "drawn": stats.drawn, "seconds": round(time.perf_counter() - self._t0, 3),
                   "shard": self._shard.to_json()}
-        os.replace(self._tmp, final)
-        self._tmp = None
+        done, self._commit, self._tmp = self._commit, None, None
+        done.close()  # commits the file: renamed into place, or uploaded whole
+        record_result(self.out_dir, result)
         self.results.append(result)
         if self.on_shard:
             self.on_shard(result)
@@ -117,11 +127,12 @@ class _Writer(threading.Thread):
                 self._writer.close()
             except Exception:  # noqa: BLE001 - the file is removed below either way
                 pass
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+        if self._commit is not None:  # an unfinished shard: its temporary file is removed, nothing committed
+            self._commit.__exit__(AugmentError, AugmentError("discarded"), None)
+            self._commit = self._tmp = None
 
 
-def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_dir: str | os.PathLike, *,
+def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_dir: str | os.PathLike | Location, *,
                  on_rows: Callable[[int], None] | None = None, on_shard: Callable[[dict], None] | None = None,
                  queue_size: int = 3, threads: int | None = None) -> list[dict]:
     """Decode each (shard, source) and write it in a writer thread; returns one result per file.
@@ -141,7 +152,7 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
         gen = gen.with_threads(threads)
     label = (getattr(gen, "bundle", None) and gen.bundle.json.get("label", {}).get("column")) or None
     items_q: queue.Queue = queue.Queue(maxsize=queue_size)
-    writer = _Writer(Path(out_dir), output_schema(gen, spec), label, items_q, on_rows, on_shard)
+    writer = _Writer(resolve(out_dir), output_schema(gen, spec), label, items_q, on_rows, on_shard)
     writer.start()
 
     def put(item) -> None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
@@ -47,8 +46,11 @@ def evaluate(train_path, test_path, synth_path, report_path, model_path, label, 
     from augment.evaluate import EvalConfig, read_real, read_synthetic, run_evaluation, summary_rows, write_report
     from augment.evaluate.utility import parse_real_sizes
 
-    report = Path(report_path)
-    if report.exists() and any(report.iterdir()) and not overwrite:
+    from augment.fs import resolve
+
+    report = resolve(report_path)
+    report.check_reachable()
+    if report.list() and not overwrite:
         raise OutputExistsError(f"report folder {report} exists and is not empty; pass --overwrite to replace it")
     try:
         sizes = tuple(parse_real_sizes(sweep_real))

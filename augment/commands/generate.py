@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -20,8 +19,8 @@ __all__ = ["generate"]
 
 
 @click.command("generate")
-@click.option("--model", "model", required=True, type=click.Path(), help="Bundle folder written by `augment train`.")
-@click.option("--out", "out", required=True, type=click.Path(), help="Output folder of Parquet files + _manifest.json.")
+@click.option("--model", "model", required=True, help="Bundle folder written by `augment train` (a path or s3://, gs://, file:// URI).")
+@click.option("--out", "out", required=True, help="Output folder (or bucket prefix) of Parquet files + _manifest.json.")
 @click.option("--mode", type=click.Choice(MODES), default="sample", show_default=True,
               help="sample: new rows per class; perturb: around real rows of --from; interpolate: between pairs.")
 @click.option("--per-class", type=int, default=None,
@@ -91,6 +90,11 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
                                     ("--steps", steps)) if v is not None]
         if misplaced:
             raise AugmentError(f"{', '.join(misplaced)} apply to --mode perturb/interpolate, not sample")
+    from augment.fs import resolve
+
+    # at the edge: every path becomes absolute (or stays a URI) before it reaches a worker elsewhere
+    model, out = resolve(model).uri, resolve(out).uri
+    source, reference, holdout = (resolve(p).uri if p else None for p in (source, reference, holdout))
     gen = Generator.from_path(model)
     counts: dict[int, int] = {}
     if mode == "sample":
@@ -103,9 +107,9 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
     threshold = _min_distance(gen, min_distance, reference, holdout, seed) if min_distance is not None else None
     spec = JobSpec(mode=mode, counts=tuple(sorted(counts.items())), seed=seed,
                    rows_per_file=rows_per_file or DEFAULT_ROWS_PER_FILE, sampler=sampler, temperature=temperature,
-                   source=str(source) if source else None, per_example=per_example, noise=noise, pairs=pairs,
+                   source=source, per_example=per_example, noise=noise, pairs=pairs,
                    steps=steps, keep_consistent=keep_consistent, min_distance=threshold,
-                   reference=os.path.abspath(reference) if threshold is not None else None, provenance=provenance)
+                   reference=reference if threshold is not None else None, provenance=provenance)
     from augment.batch.run import run_job
 
     try:

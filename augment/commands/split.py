@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
@@ -79,14 +78,17 @@ def split(data_path, label, test_size, per_class, seed, out, overwrite):
 
     if not test_size > 0:
         raise click.BadParameter(f"must be > 0, got {test_size}", param_hint="--test-size")
-    out = Path(out)
-    targets = [out / "train.parquet", out / "test.parquet"]
+    from augment.fs import commit, resolve
+
+    out = resolve(out)
+    out.check_reachable()
+    targets = [out.join("train.parquet"), out.join("test.parquet")]
     if not overwrite and any(t.exists() for t in targets):
         raise OutputExistsError(f"{out} already holds train.parquet or test.parquet; pass --overwrite to replace them")
     table = read_real(data_path)
     label = label_from(table, label)
     tr, te = split_table(table, label, test_size=test_size, seed=seed, per_class=per_class)
-    out.mkdir(parents=True, exist_ok=True)
     for path, idx in zip(targets, (tr, te)):
-        pq.write_table(table.take(idx), path)
+        with commit(path) as tmp:
+            pq.write_table(table.take(idx), tmp)
     click.echo(f"wrote {targets[0]} ({len(tr):,} rows) and {targets[1]} ({len(te):,} rows), stratified by {label!r}, seed {seed}")

@@ -94,27 +94,29 @@ class EvalSchema:
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def _read_file(path: Path) -> pa.Table:
+def _read_file(path) -> pa.Table:
     from augment.io import read_table
 
     return read_table(path)
 
 
 def read_real(path: str | Path) -> pa.Table:
-    """A Parquet file, a folder of Parquet files, or a CSV file (``augment.io.read_table``)."""
-    return _read_file(Path(path))
+    """A Parquet file, a folder of Parquet files, or a CSV file, by path or URI (``augment.io.read_table``)."""
+    return _read_file(path)
 
 
 def read_synthetic(path: str | Path) -> pa.Table:
-    """Output of ``augment generate`` (a folder with ``_manifest.json``) or a plain Parquet file.
+    """Output of ``augment generate`` (a folder with ``_manifest.json``) or a plain Parquet file, by path or URI.
 
     A folder without its manifest is an unfinished job and is refused. Provenance columns are dropped.
     """
-    p = Path(path)
+    from augment.fs import resolve
+
+    p = resolve(path)
     if not p.exists():
         raise InputError(f"synthetic data not found: {p}")
     if p.is_dir():
-        manifest = p / "_manifest.json"
+        manifest = p.join("_manifest.json")
         if not manifest.exists():
             raise InputError(
                 f"{p} has no _manifest.json: an unfinished `augment generate` job (rerun it with --resume), "
@@ -134,8 +136,9 @@ def read_synthetic(path: str | Path) -> pa.Table:
     return table.select(keep)
 
 
-def _manifest_files(meta: dict, folder: Path) -> list[Path]:
-    # The manifest lists its files (as names, or as dicts with a "path"/"file"/"name" key); else glob.
+def _manifest_files(meta: dict, folder) -> list:
+    # The manifest lists its files (as names, or as dicts with a "path"/"file"/"name" key); else every
+    # .parquet file beneath the folder.
     listed = meta.get("files") if isinstance(meta, dict) else None
     names: list[str] = []
     if isinstance(listed, list):
@@ -147,11 +150,11 @@ def _manifest_files(meta: dict, folder: Path) -> list[Path]:
                 if isinstance(name, str):
                     names.append(name)
     if names:
-        missing = [n for n in names if not (folder / n).exists()]
+        missing = [n for n in names if not folder.join(n).exists()]
         if missing:
             raise InputError(f"{folder}/_manifest.json lists files that are missing: {', '.join(missing[:5])}")
-        return [folder / n for n in names]
-    return sorted(folder.rglob("*.parquet"))
+        return [folder.join(n) for n in names]
+    return [folder.join(n) for n in folder.files() if n.endswith(".parquet")]
 
 
 def _concat(tables: list[pa.Table], where: Path) -> pa.Table:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,25 +95,32 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
     return [(name, v if isinstance(v, str) else format_value(v)) for name, v in rows]
 
 
-def write_report(evaluation: Evaluation, out: str | Path, *, overwrite: bool = False, title: str = "augment evaluation") -> Path:
-    """Write metrics.json, figures/*.png and index.html into ``out``; returns the HTML path."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
+def write_report(evaluation: Evaluation, out: str | Path, *, overwrite: bool = False, title: str = "augment evaluation") -> str:
+    """Write metrics.json, figures/*.png and index.html into ``out`` (a path or URI); returns the HTML's path."""
+    import io
+
+    from augment.fs import resolve
+
+    out = resolve(out)
+    out.check_reachable()
+    if out.list():
         if not overwrite:
             raise OutputExistsError(f"report folder {out} exists and is not empty; pass --overwrite to replace it")
         for name in ("metrics.json", "index.html"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / FIG_DIR, ignore_errors=True)
-    (out / FIG_DIR).mkdir(parents=True, exist_ok=True)
+            out.join(name).delete()
+        out.join(FIG_DIR).delete_dir()
+    out.join(FIG_DIR).mkdir()
     written = []
     for name, fig in evaluation.figures.items():
-        fig.savefig(out / FIG_DIR / name, dpi=100)  # a plain Figure: nothing to close in pyplot
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=100, format="png")  # a plain Figure: nothing to close in pyplot
+        out.join(FIG_DIR, name).write_bytes(buf.getvalue())
         written.append(f"{FIG_DIR}/{name}")
     metrics = _jsonable({**evaluation.metrics, "figures": written})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    page = out / "index.html"
-    page.write_text(_html(metrics, title))
-    return page
+    out.join("metrics.json").write_bytes((json.dumps(metrics, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    page = out.join("index.html")
+    page.write_bytes(_html(metrics, title).encode("utf-8"))  # last: the report's entry point
+    return Path(page.path) if page.is_local else page.uri
 
 
 # ----------------------------------------------------------------------------------------------- html
