@@ -143,6 +143,11 @@ class NamespaceCluster(_Cluster):
     def kill_worker(self) -> None:
         _kill_namespace(self.ns_worker)
 
+    def rss_mib(self) -> dict[str, float]:
+        """Resident memory of every process of each node (its namespace), MiB."""
+        return {name: _rss_mib(_run("ip", "netns", "pids", ns, check=False).stdout.split())
+                for name, ns in (("head", self.ns_head), ("worker", self.ns_worker))}
+
     stop_worker = kill_worker
 
     def stop_head(self) -> None:
@@ -155,6 +160,17 @@ class NamespaceCluster(_Cluster):
             _run(*cmd, check=False)
         self._made.clear()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _rss_mib(pids: list[str]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        except OSError:
+            pass
+    return total / 1024
 
 
 def _kill_namespace(ns: str) -> None:
@@ -208,6 +224,14 @@ class LoopbackCluster(_Cluster):
     def kill_worker(self) -> None:
         _kill_group(self._procs.pop("worker", None))
 
+    def rss_mib(self) -> dict[str, float]:
+        """Resident memory of each node's process group (the session its `ray start` leads), MiB."""
+        out = {}
+        for name, proc in self._procs.items():
+            r = _run("pgrep", "-s", str(proc.pid), check=False)
+            out[name] = _rss_mib(r.stdout.split())
+        return out
+
     stop_worker = kill_worker
 
     def stop_head(self) -> None:
@@ -244,12 +268,12 @@ def namespaces_unavailable() -> str:
     return ""
 
 
-def start_cluster(cpus: int = 1) -> _Cluster:
-    """Head and worker node up (namespaces where possible, else loopback, saying why)."""
+def start_cluster(cpus: int = 1, nodes: int = 2) -> _Cluster:
+    """Head and (``nodes`` 2) worker node up (namespaces where possible, else loopback, saying why)."""
     why = namespaces_unavailable()
     cluster = NamespaceCluster(cpus) if not why else LoopbackCluster(cpus, why)
     try:
-        for name in ("head", "worker"):
+        for name in ("head", "worker")[:nodes]:
             for attempt in range(2):
                 if cluster.wait_started(name, getattr(cluster, f"start_{name}")()):
                     break

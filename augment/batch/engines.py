@@ -43,6 +43,15 @@ class LocalEngine:
     def prepare(self) -> None:
         pass
 
+    def capacity(self, shards: int) -> tuple[int, float, float, str]:
+        """For the dry run: (workers, speed of each relative to one core, start-up s, in words)."""
+        cores = os.cpu_count() or 1
+        processes = min(self.workers or 1, max(1, shards)) if _can_spawn() else 1
+        lanes = self.threads or max(1, cores // processes)
+        speed = 1 + LANE_GAIN * (lanes - 1)
+        startup = POOL_STARTUP_S if processes > 1 else 0.0
+        return processes, speed, startup, f"{processes} process(es) x {lanes} decode lane(s)"
+
     def close(self) -> None:
         pass
 
@@ -61,6 +70,10 @@ class LocalEngine:
 
 
 _WORKER: dict = {}
+# Measured on 2 cores (benchmarks/bench_generate.py): a second decode lane adds 0.6 of a lane (1.6x), and a
+# spawned worker process costs about 2 s (imports and the bundle) before its first row.
+LANE_GAIN = 0.6
+POOL_STARTUP_S = 2.0
 
 
 def blas_single_thread():

@@ -35,6 +35,8 @@ RAY_RETRIES = 3  # times one shard may be lost with its actor before the job giv
 PROGRESS_POLL_S = 0.25  # how often the driver asks Ray workers how many rows they have written
 RESIZE_S = 1.0  # how often the driver looks for CPUs that joined the cluster
 IN_FLIGHT_PER_ACTOR = 2
+# Driver connect + actors placed + bundle loaded, before the first row (benchmarks/bench_scale.py measures it).
+RAY_STARTUP_S = 4.0
 NO_WORKER_S = 300.0  # shards wait and no actor has come up for this long: give up (--resume finishes)
 
 
@@ -261,6 +263,23 @@ class RayEngine:
         if self.gpus_per_worker > gpus:
             self.close()
             raise AugmentError(f"--gpus-per-worker {self.gpus_per_worker:g}: the Ray cluster has {gpus:g} GPU(s)")
+
+    def capacity(self, shards: int) -> tuple[int, float, float, str]:
+        """For the dry run: (actors the cluster fits now, speed of each relative to one core, start-up s, words).
+
+        Connects to the cluster to read its CPUs; nothing is started on it."""
+        import ray
+
+        self.prepare()
+        try:
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        finally:
+            self.close()
+        share, threads = self._shape(cpus)
+        actors = self.workers or max(1, int(cpus / share + 1e-9))
+        return (min(actors, max(1, shards)), float(threads), RAY_STARTUP_S,
+                f"{min(actors, shards)} Ray actor(s) on {nodes} node(s), {cpus:g} CPUs")
 
     def close(self) -> None:
         import ray

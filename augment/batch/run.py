@@ -56,9 +56,11 @@ def _items(spec: JobSpec, shards: list[Shard], todo: set[str], source: Source | 
 
 
 def probe(gen, spec: JobSpec, rows: int = 8192) -> tuple[float, float]:
-    """(rows/s, bytes per row) of sampling and writing ``rows`` rows of class 0 in memory: the dry-run estimate."""
+    """(rows/s, bytes per row) of sampling and writing ``rows`` rows of class 0 in memory on one core (one
+    decode lane, one-thread onnxruntime): the dry-run estimate scales it by the engine's lanes or actors."""
     from augment.batch.write import parquet_writer
 
+    gen = gen.with_threads(1)
     rng = np.random.default_rng(0)
     gen.sample(0, min(rows, 256), rng, sampler=spec.sampler)  # warm-up: first runs allocate
     t0 = time.perf_counter()
@@ -68,6 +70,17 @@ def probe(gen, spec: JobSpec, rows: int = 8192) -> tuple[float, float]:
         w.write_table(table)
     seconds = time.perf_counter() - t0
     return rows / max(seconds, 1e-9), sink.getvalue().size / rows
+
+
+def estimate_seconds(shards: list[Shard], rate: float, workers: int, startup_s: float) -> float:
+    """Start-up plus the time ``workers`` workers, each at ``rate`` rows/s, need when each takes the next
+    shard as it finishes its last (the engines' order): the last wave of a plan is often only partly full."""
+    import heapq
+
+    free = [0.0] * max(1, workers)
+    for s in shards:
+        heapq.heappush(free, heapq.heappop(free) + s.rows / rate)
+    return startup_s + max(free)
 
 
 def _fmt_rows(n: float) -> str:
@@ -82,7 +95,7 @@ def _fmt_bytes(n: float) -> str:
     return f"{n}"
 
 
-def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str) -> str:
+def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str, runner=None) -> str:
     rate, per_row = probe(gen, spec)
     total = sum(s.rows for s in shards)
     per_class: dict[int, int] = {}
@@ -92,8 +105,10 @@ def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str) -> str:
     for c, n in sorted(per_class.items()):
         name = "mixed labels (from --from)" if c < 0 else repr(gen.classes[c])
         lines.append(f"  class {name}: {_fmt_rows(n)} rows in {sum(1 for s in shards if s.class_index == c)} file(s)")
-    lines.append(f"estimate: {_fmt_bytes(per_row * total)} on disk, {total / rate:,.1f} s at "
-                 f"{_fmt_rows(rate)} rows/s (in-process sampling probe, start-up not included)")
+    workers, speed, startup, what = runner.capacity(len(shards)) if runner is not None else (1, 1.0, 0.0, "1 core")
+    seconds = estimate_seconds(shards, rate * speed, workers, startup)
+    lines.append(f"estimate: {_fmt_bytes(per_row * total)} on disk, {seconds:,.1f} s ({_fmt_rows(rate)} rows/s a "
+                 f"core from an in-process probe; {what}; {startup:.1f} s start-up)")
     return "\n".join(lines)
 
 
@@ -115,11 +130,11 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     if total < 1:
         raise AugmentError("the plan holds no rows: nothing to generate")
     prepare_out_dir(out, overwrite=overwrite, resume=resume, dry_run=True)  # checks only
-    if dry_run:
-        echo(describe_plan(gen, spec, shards, out.uri))
-        return None
     runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads,
                            gpus_per_worker=gpus_per_worker)
+    if dry_run:
+        echo(describe_plan(gen, spec, shards, out.uri, runner))
+        return None
     if die_marker:  # tests: a Ray worker dies once mid-shard
         runner.die_marker = die_marker
     runner.prepare()  # connect to Ray (or fail) before the output folder is touched
