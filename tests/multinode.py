@@ -68,7 +68,8 @@ class _Cluster:
 
     def wait_started(self, name: str, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
         """Until `ray start` of node ``name`` says it is up (after the node registered with the GCS); False if
-        it exited first (on a loaded machine a raylet may miss Ray's fixed 30 s registration window)."""
+        it exited first (on a loaded machine a raylet may miss Ray's fixed 30 s registration window: then the
+        node is started again, up to 3 times)."""
         log = self.root / f"{name}.log"
         deadline = time.monotonic() + timeout
         while "Ray runtime started" not in log.read_text(errors="replace"):
@@ -274,10 +275,10 @@ def start_cluster(cpus: int = 1, nodes: int = 2) -> _Cluster:
     cluster = NamespaceCluster(cpus) if not why else LoopbackCluster(cpus, why)
     try:
         for name in ("head", "worker")[:nodes]:
-            for attempt in range(2):
+            for attempt in range(3):
                 if cluster.wait_started(name, getattr(cluster, f"start_{name}")()):
                     break
-                if attempt:
+                if attempt == 2:
                     raise RuntimeError(f"{cluster.mode} cluster: node {name} did not start\n{cluster.logs()}")
                 getattr(cluster, f"stop_{name}")()
     except BaseException:
