@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from augment import __version__
 from augment.errors import BundleError, OutputExistsError
-from augment.fs import Location, fsync_dir, fsync_file, resolve
+from augment.fs import Location, cache_dir, fsync_dir, fsync_file, resolve
 
 __all__ = ["FORMAT_VERSION", "BUNDLE_FILES", "Bundle", "load_bundle", "write_bundle", "sha256_file"]
 
@@ -37,12 +37,8 @@ _REQUIRED = {"modality": str, "arrow_schema": str, "label": dict, "codec": dict,
              "onnx": dict}
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | os.PathLike) -> str:
+    return resolve(path).sha256()
 
 
 def schema_to_b64(schema: pa.Schema) -> str:
@@ -99,27 +95,13 @@ class Bundle:
 CACHE_KEEP = 8  # bundles kept in the download cache (the least recently used beyond that are removed)
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("AUGMENT_CACHE_DIR")
-    if env:
-        return Path(env)
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "augment"
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        return home
-    except OSError:  # a container without a writable home
-        return Path(tempfile.gettempdir()) / f"augment-cache-{os.getuid()}"
-
-
 def _fetch(loc: Location) -> Path:
     """A bundle in a bucket -> its local copy, downloaded at most once per machine (keyed by content)."""
-    if not loc.is_dir() and not loc.is_file():
-        raise BundleError(f"bundle folder not found: {loc.uri!r} (expected a folder written by `augment train`)")
-    missing = [name for name in BUNDLE_FILES if not loc.join(name).is_file()]
-    if missing:
-        raise BundleError(f"bundle {loc.uri!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
+    if not loc.is_dir():
+        raise _not_found(loc.uri)
+    _check_files(loc.uri, [name for name in BUNDLE_FILES if not loc.join(name).is_file()])
     raw = loc.join("bundle.json").read_bytes()
-    root = _cache_root() / "bundles"
+    root = cache_dir() / "bundles"
     target = root / hashlib.sha256(raw).hexdigest()
     if (target / "bundle.json").is_file():
         os.utime(target)  # most recently used
@@ -150,17 +132,33 @@ def _trim_cache(root: Path) -> None:
 def load_bundle(path: str | os.PathLike) -> Bundle:
     """Read and verify a bundle folder (a path or a URI); a ``BundleError`` names what is wrong and where."""
     loc = resolve(path)
-    root = loc.local_path if loc.is_local else _fetch(loc)
-    bundle = _load_local(root, loc.uri)
+    if loc.is_local:
+        root = loc.local_path
+        bundle = _load_local(root, loc.uri)
+    else:
+        root = _fetch(loc)
+        try:
+            bundle = _load_local(root, loc.uri)
+        except BundleError:  # a cached copy changed on disk since: download it again, once
+            shutil.rmtree(root, ignore_errors=True)
+            root = _fetch(loc)
+            bundle = _load_local(root, loc.uri)
     return Bundle(path=root, json=bundle.json, sha256=bundle.sha256, source=loc.uri)
+
+
+def _not_found(name: str) -> BundleError:
+    return BundleError(f"bundle folder not found: {name!r} (expected a folder written by `augment train`)")
+
+
+def _check_files(name: str, missing: list[str]) -> None:
+    if missing:
+        raise BundleError(f"bundle {name!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
 
 
 def _load_local(root: Path, name: str) -> Bundle:
     if not root.is_dir():
-        raise BundleError(f"bundle folder not found: {name!r} (expected a folder written by `augment train`)")
-    missing = [f for f in BUNDLE_FILES if not (root / f).is_file()]
-    if missing:
-        raise BundleError(f"bundle {name!r} lacks {', '.join(missing)} (a bundle holds {', '.join(BUNDLE_FILES)})")
+        raise _not_found(name)
+    _check_files(name, [f for f in BUNDLE_FILES if not (root / f).is_file()])
     raw = (root / "bundle.json").read_bytes()
     try:
         meta = json.loads(raw)

@@ -33,7 +33,8 @@ import pyarrow.fs as pafs
 
 from augment.errors import StorageError
 
-__all__ = ["Location", "resolve", "is_uri", "commit", "storage_env", "one_line", "TMP_PREFIX"]
+__all__ = ["Location", "resolve", "is_uri", "commit", "storage_env", "cache_dir", "one_line", "fsync_file", "fsync_dir",
+           "TMP_PREFIX"]
 
 TMP_PREFIX = ".tmp-"
 CONNECT_TIMEOUT_S = 3.0  # an endpoint that does not answer fails in seconds (x attempts)
@@ -56,6 +57,20 @@ def is_uri(text: str | os.PathLike) -> bool:
 def storage_env() -> dict[str, str]:
     """The environment variables that say how to reach object storage, as set in this process."""
     return {k: v for k, v in os.environ.items() if k.startswith(_STORAGE_ENV)}
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept: ``AUGMENT_CACHE_DIR``, else ``$XDG_CACHE_HOME/augment`` or ``~/.cache/augment``
+    (a temporary folder where home is not writable, as in some containers)."""
+    env = os.environ.get("AUGMENT_CACHE_DIR")
+    if env:
+        return Path(env)
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "augment"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"augment-cache-{os.getuid()}"
 
 
 def _endpoint() -> tuple[str | None, str]:
@@ -83,15 +98,28 @@ def _local(path: str) -> tuple[pafs.FileSystem, str, str]:
     return pafs.LocalFileSystem(), absolute, absolute
 
 
+def _gcs() -> pafs.FileSystem:
+    from datetime import timedelta
+
+    # credentials: GOOGLE_APPLICATION_CREDENTIALS or the machine's default account, as gcloud finds them
+    return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=CONNECT_TIMEOUT_S * S3_ATTEMPTS))
+
+
+# object stores built here, with bounded timeouts and retries; other schemes go to pyarrow.fs as they are
+_STORES = {"s3": ("s3", _s3), "s3a": ("s3", _s3), "gs": ("gs", _gcs), "gcs": ("gs", _gcs)}
+
+
 def _from_uri(uri: str) -> tuple[pafs.FileSystem, str, str]:
-    scheme = uri.split("://", 1)[0].lower()
+    scheme, rest = uri.split("://", 1)
+    scheme = scheme.lower()
     if scheme == "file":
         return _local(urlparse(uri).path)
-    if scheme in ("s3", "s3a"):
-        path = uri.split("://", 1)[1].strip("/")
+    if scheme in _STORES:
+        name, make = _STORES[scheme]
+        path = rest.strip("/")
         if not path:
-            raise StorageError(f"{uri!r} names no bucket: expected s3://BUCKET/PATH")
-        return _s3(), path, f"s3://{path}"
+            raise StorageError(f"{uri!r} names no bucket: expected {name}://BUCKET/PATH")
+        return make(), path, f"{name}://{path}"
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, OSError, ValueError) as err:
@@ -187,6 +215,15 @@ class Location:
     def read_bytes(self) -> bytes:
         with self.open_input() as f:
             return self._call("read", f.read)
+
+    def sha256(self, chunk: int = 1 << 20) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        with self.open_input() as f:
+            while block := self._call("read", f.read, chunk):
+                h.update(block)
+        return h.hexdigest()
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")

@@ -43,9 +43,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file, a folder of Parquet files, or a CSV file into one Arrow table (a path or a URI:
-    s3://, gs://, file://; see ``augment.fs``). A pandas index that the file's metadata names is dropped: it is
-    never data."""
+    """Read a Parquet file, a folder of Parquet files, or a CSV file into one Arrow table, by path or URI
+    (s3://, gs://, file://; see ``augment.fs``). A pandas index that the file's metadata names is dropped: it
+    is never data."""
     from augment.frames import without_pandas_index
 
     return without_pandas_index(_read_table(path, columns=columns))

@@ -179,7 +179,6 @@ def test_unreachable_endpoint_and_missing_bucket_fail_in_one_line_quickly(tmp_pa
 def test_serve_loads_a_bundle_from_a_bucket(s3, table_bundle, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from augment.generator import Generator
     from serving.app import create_app
     from serving.settings import ServeSettings
 
@@ -199,6 +198,19 @@ def test_serve_loads_a_bundle_from_a_bucket(s3, table_bundle, tmp_path, monkeypa
             answers.append(res.json()["rows"])
     assert answers[0] == answers[1] and len(answers[0]) == 12
     assert len(list((tmp_path / "cache" / "bundles").iterdir())) == 1  # downloaded once, kept by content
+
+
+def test_a_bundle_from_a_bucket_is_cached_by_content_and_fetched_again_if_the_copy_changed(s3, table_bundle, tmp_path,
+                                                                                         monkeypatch):
+    from augment.bundle import load_bundle
+
+    monkeypatch.setenv("AUGMENT_CACHE_DIR", str(tmp_path / "cache"))
+    upload_folder(s3, Path(table_bundle), f"{s3.bucket('cached')[5:]}/table")
+    first = load_bundle("s3://cached/table")
+    assert first.sha256 == load_bundle(table_bundle).sha256 and first.path.parent == tmp_path / "cache" / "bundles"
+    (first.path / "decoder.onnx").write_bytes(b"not onnx")  # the local copy damaged
+    again = load_bundle("s3://cached/table")
+    assert again.path == first.path and (again.path / "decoder.onnx").read_bytes() == (Path(table_bundle) / "decoder.onnx").read_bytes()
 
 
 # ------------------------------------------------------------------------------------ local durability

@@ -20,7 +20,7 @@ import torch
 from augment.bundle import Bundle, schema_to_b64, write_bundle
 from augment.codec import Codec
 from augment.errors import OutputExistsError
-from augment.fs import resolve
+from augment.fs import Location, resolve
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
@@ -63,7 +63,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
         torch.set_num_threads(threads_before)
 
 
-def _train(table: pa.Table, *, label: str | None, out: Path, config: TrainConfig,
+def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainConfig,
            image_shape: tuple[int, int, int] | None, overwrite: bool, progress: bool, source: str | None) -> Bundle:
     started = time.perf_counter()
 

@@ -72,17 +72,17 @@ def _consistent(gen, table: pa.Table) -> np.ndarray:
 
 
 def _content_key(path: str) -> str:
-    """sha256 over the files of ``path`` (a file or a folder): a cache key that changes when the data does."""
+    """sha256 over the files of ``path`` (a file or a folder, a path or a URI): a cache key that changes when
+    the data does."""
     import hashlib
-    from pathlib import Path
 
-    from augment.bundle import sha256_file
+    from augment.fs import resolve
 
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    root = resolve(path)
+    files = [(n, root.join(n)) for n in root.files()] if root.is_dir() else [(root.name, root)]
     digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{sha256_file(f)};".encode())
+    for name, loc in files:
+        digest.update(f"{name}:{loc.sha256()};".encode())
     return digest.hexdigest()
 
 

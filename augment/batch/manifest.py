@@ -16,7 +16,6 @@ because each shard's stream is its own. On a bucket ``--resume`` reads what the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -105,14 +104,6 @@ def check_job_file(out: Location, job: dict) -> None:
                                "rerun with its options or use --overwrite")
 
 
-def _sha256(loc: Location) -> str:
-    h = hashlib.sha256()
-    with loc.open_input() as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _record(out: Location, name: str) -> dict | None:
     try:
         rec = json.loads(out.join(RESULTS_DIR, f"{name}.json").read_text())
@@ -129,7 +120,7 @@ def _kept(out: Location, shard: Shard, schema: pa.Schema) -> dict | None:
     if rec is None or rec.get("shard") != shard.to_json():
         return None
     try:
-        if _sha256(path) != rec.get("sha256"):
+        if path.sha256() != rec.get("sha256"):
             return None
         with path.open_input() as f:
             meta = pq.read_metadata(f)

@@ -147,7 +147,7 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
 
 def _run(gen, spec: JobSpec, out: Location, runner, shards: list[Shard], source: Source | None, *, resume: bool,
          overwrite: bool, progress: bool, echo: Callable[[str], None], t_start: float) -> dict:
-    from augment.batch.manifest import (JOB_FILE, MANIFEST, abandon, build_manifest, check_job_file, finish,
+    from augment.batch.manifest import (JOB_FILE, abandon, build_manifest, check_job_file, finish,
                                         prepare_out_dir, read_manifest, remove_temporaries, verified_shards,
                                         write_json_atomic)
 

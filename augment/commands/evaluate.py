@@ -45,7 +45,6 @@ def evaluate(train_path, test_path, synth_path, report_path, model_path, label, 
     """Fidelity, utility and privacy of synthetic data: REPORT/metrics.json and REPORT/index.html."""
     from augment.evaluate import EvalConfig, read_real, read_synthetic, run_evaluation, summary_rows, write_report
     from augment.evaluate.utility import parse_real_sizes
-
     from augment.fs import resolve
 
     report = resolve(report_path)

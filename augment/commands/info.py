@@ -15,7 +15,7 @@ def summarize(bundle) -> dict:
     meta = bundle.json
     training = meta.get("training", {})
     return {
-        "path": str(bundle.path),
+        "path": bundle.source,
         "bundle_sha256": bundle.sha256,
         "format_version": meta["format_version"],
         "augment_version": meta.get("augment_version"),

@@ -89,6 +89,6 @@ def split(data_path, label, test_size, per_class, seed, out, overwrite):
     label = label_from(table, label)
     tr, te = split_table(table, label, test_size=test_size, seed=seed, per_class=per_class)
     for path, idx in zip(targets, (tr, te)):
-        with commit(path) as tmp:
+        with commit(path) as tmp:  # each file whole, or not at all
             pq.write_table(table.take(idx), tmp)
     click.echo(f"wrote {targets[0]} ({len(tr):,} rows) and {targets[1]} ({len(te):,} rows), stratified by {label!r}, seed {seed}")
