@@ -307,7 +307,9 @@ class RayEngine:
         t0 = time.perf_counter()
         self.startup_s = None
         share, threads = self._shape(float(ray.cluster_resources().get("CPU", 1.0)))
-        device = "cuda" if self.gpus_per_worker > 0 else "cpu"  # an actor without a GPU of its own stays on CPU
+        # An actor with GPUs of its own runs CUDA; else the driver's provider (``generate --device``, CPU by
+        # default), so every shard's bytes come from the same one.
+        device = "cuda" if self.gpus_per_worker > 0 else getattr(gen, "device", "cpu")
         options = {"num_cpus": share, "num_gpus": self.gpus_per_worker or None}
         env = storage_env()
         if env:  # workers reach the same buckets as the driver (nodes elsewhere lack its environment)
