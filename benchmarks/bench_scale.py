@@ -39,7 +39,8 @@ def run(cluster, args: list[str]) -> tuple[float, str]:
 def sample_rss(cluster, peak: dict, stop: threading.Event) -> None:
     while not stop.is_set():
         for name, mib in cluster.rss_mib().items():
-            peak[name] = max(peak.get(name, 0.0), mib)
+            if mib > 0:  # a node that is not started has no processes
+                peak[name] = max(peak.get(name, 0.0), mib)
         stop.wait(0.5)
 
 
