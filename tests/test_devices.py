@@ -1,5 +1,5 @@
-"""Devices without CUDA (this machine, CI): --device cuda is one line and writes nothing, auto trains on CPU
-with a note, --gpus-per-worker asks a cluster for GPUs it must have."""
+"""Training without CUDA (this machine, CI): --device cuda is one line and writes nothing, auto trains on CPU
+with a note. (--gpus-per-worker without GPUs: tests/test_generate_ray.py, beside the session's Ray.)"""
 
 from __future__ import annotations
 
@@ -37,16 +37,3 @@ def test_train_device_auto_falls_back_to_cpu_with_a_note(mixed_table, tmp_path):
     assert "--device auto: torch sees no CUDA device here; training on CPU" in r.output
     metrics = json.loads((tmp_path / "m" / "bundle.json").read_text())["training"]["metrics"]
     assert metrics["device"] == "cpu" and metrics["mixed_precision"] is False
-
-
-def test_gpus_per_worker_needs_ray_and_gpus(table_bundle, tmp_path, ray_local):
-    from augment.cli import cli
-
-    args = ["generate", "--model", str(table_bundle), "--per-class", "5", "--quiet"]
-    r = CliRunner().invoke(cli, [*args, "--engine", "local", "--gpus-per-worker", "1", "--out", str(tmp_path / "a")])
-    assert r.exit_code != 0 and "--gpus-per-worker need --engine ray or auto" in r.output
-    r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--gpus-per-worker", "0.5", "--out", str(tmp_path / "b")])
-    assert r.exit_code != 0
-    assert r.output.strip().splitlines()[-1] == "Error: --gpus-per-worker 0.5: the Ray cluster has 0 GPU(s)"
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    assert ray_local.is_initialized()  # the session's Ray is left running

@@ -242,6 +242,6 @@ def choose_engine(name: str, *, address: str | None, workers: int | None, thread
     if name == "local":
         wrong = [n for n, v in (("--ray-address", address), ("--gpus-per-worker", gpus_per_worker)) if v]
         if wrong:
-            raise AugmentError(f"{' and '.join(wrong)} need --engine ray or auto")
+            raise AugmentError(f"{' and '.join(wrong)} {'needs' if len(wrong) == 1 else 'need'} --engine ray or auto")
         return LocalEngine(workers, threads)
     return RayEngine(workers, address, gpus_per_worker=gpus_per_worker)
