@@ -8,13 +8,13 @@ node's shards retried on the others).
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from augment.batch.plan import Shard
-from augment.batch.ray_engine import RayEngine
+from augment.batch.ray_engine import RayEngine, check_ray_address
 from augment.errors import AugmentError
+from augment.runtime import blas_single_thread
 
 __all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address"]
 
@@ -74,22 +74,6 @@ _WORKER: dict = {}
 # spawned worker process costs about 2 s (imports and the bundle) before its first row.
 LANE_GAIN = 0.6
 POOL_STARTUP_S = 2.0
-
-
-def blas_single_thread():
-    """numpy's BLAS on one thread (a context manager; also applied once per worker process).
-
-    onnxruntime has its own threads; an OpenBLAS pool spinning beside them (the mixture sampler's matmuls)
-    halved the rows/s of a process here. Ray workers get OMP_NUM_THREADS=1 from Ray; this does the same for
-    the in-process engine and the pool. threadpoolctl comes with scikit-learn.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn (a dependency) brings it
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _can_spawn() -> bool:
@@ -185,40 +169,6 @@ def _run_pool(processes: int, threads: int, bundle_path: str, spec, items, out_d
 def _chain(first, rest):
     yield first
     yield from rest
-
-
-def check_ray_address(address: str, timeout: float = 3.0) -> None:
-    """Fail within seconds, in one line, when an address does not answer as a Ray cluster.
-
-    ``ray.init`` retries an unreachable or non-Ray address for about 20 s, printing a warning a second, so a
-    HOST:PORT is first asked for its cluster id over gRPC with a deadline; a ray:// (Ray Client) address gets
-    a TCP connect. ``auto`` is left to ``ray.init``, which fails fast when no local cluster is running.
-    """
-    if address in ("auto", "local"):
-        return
-    client = address.startswith("ray://")
-    target = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise AugmentError(f"bad --ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
-    hint = "start one with `ray start --head` or drop --ray-address"
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as err:
-        raise AugmentError(f"cannot reach Ray at {address!r} ({err.strerror or err}): {hint}") from None
-    if client:
-        return
-    import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-
-    with grpc.insecure_channel(target) as channel:
-        try:
-            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.UNAUTHENTICATED:  # a cluster with token auth still answers as Ray
-                raise AugmentError(f"{address!r} does not answer as a Ray cluster ({err.code().name}): {hint}") from None
 
 
 ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}

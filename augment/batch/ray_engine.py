@@ -20,6 +20,7 @@ actors than CPUs: two ``num_cpus=1`` actors on a 2-CPU node beside a driver woul
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from augment.batch.plan import Shard
 from augment.errors import AugmentError
 from augment.fs import storage_env
 
-__all__ = ["RayEngine", "RAY_RETRIES"]
+__all__ = ["RayEngine", "RAY_RETRIES", "check_ray_address"]
 
 RAY_RETRIES = 3  # times one shard may be lost with its actor before the job gives up
 PROGRESS_POLL_S = 0.25  # how often the driver asks Ray workers how many rows they have written
@@ -38,6 +39,40 @@ IN_FLIGHT_PER_ACTOR = 2
 # Driver connect + actors placed + bundle loaded, before the first row (benchmarks/bench_scale.py measures it).
 RAY_STARTUP_S = 4.0
 NO_WORKER_S = 300.0  # shards wait and no actor has come up for this long: give up (--resume finishes)
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """Fail within seconds, in one line, when an address does not answer as a Ray cluster.
+
+    ``ray.init`` retries an unreachable or non-Ray address for about 20 s, printing a warning a second, so a
+    HOST:PORT is first asked for its cluster id over gRPC with a deadline; a ray:// (Ray Client) address gets
+    a TCP connect. ``auto`` is left to ``ray.init``, which fails fast when no local cluster is running.
+    """
+    if address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise AugmentError(f"bad --ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    hint = "start one with `ray start --head` or drop --ray-address"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise AugmentError(f"cannot reach Ray at {address!r} ({err.strerror or err}): {hint}") from None
+    if client:
+        return
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAUTHENTICATED:  # a cluster with token auth still answers as Ray
+                raise AugmentError(f"{address!r} does not answer as a Ray cluster ({err.code().name}): {hint}") from None
 
 
 def _shard_actor_class():
@@ -49,7 +84,7 @@ def _shard_actor_class():
         """Loads the bundle once; writes the shards it is handed."""
 
         def __init__(self, bundle_path: str, threads: int, device: str):
-            from augment.batch.engines import blas_single_thread
+            from augment.runtime import blas_single_thread
             from augment.generator import Generator
 
             blas_single_thread()  # for the life of the actor (Ray sets OMP_NUM_THREADS only for whole CPUs)
@@ -242,8 +277,6 @@ class RayEngine:
 
         require("ray", "--engine ray")
         import ray
-
-        from augment.batch.engines import check_ray_address
 
         self._owned = False
         if not ray.is_initialized():
