@@ -36,6 +36,7 @@ RAY_RETRIES = 3  # times one shard may be lost with its actor before the job giv
 PROGRESS_POLL_S = 0.25  # how often the driver asks Ray workers how many rows they have written
 RESIZE_S = 1.0  # how often the driver looks for CPUs that joined the cluster
 IN_FLIGHT_PER_ACTOR = 2
+STARTUP_WAIT_S = 30.0
 # Driver connect + actors placed + bundle loaded, before the first row (benchmarks/bench_scale.py measures it).
 RAY_STARTUP_S = 4.0
 NO_WORKER_S = 300.0  # shards wait and no actor has come up for this long: give up (--resume finishes)
@@ -429,6 +430,10 @@ class RayEngine:
                     show(sum(r["rows"] for r in results))
 
         try:
+            # The first shards wait (at most STARTUP_WAIT_S) for the actors the cluster has CPUs for now, so the
+            # work spreads over the nodes from the start; actors for nodes that join later take shards as ready.
+            pool.resize(force=True)
+            pool.poll_ready(STARTUP_WAIT_S)
             while True:
                 pool.resize()
                 pool.poll_ready(0)
