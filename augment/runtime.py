@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
-__all__ = ["make_session", "SessionInfo"]
+__all__ = ["make_session", "SessionInfo", "blas_single_thread"]
 
 from augment.constants import DEVICES as _DEVICES  # noqa: E402
 
@@ -57,3 +57,19 @@ def make_session(path: str | os.PathLike, *, device: str = "auto", threads: int 
 
         raise AugmentError(f"device 'cuda' was asked for but onnxruntime could only use {got} (use --device auto|cpu)")
     return session, SessionInfo(provider=got, threads=n)
+
+
+def blas_single_thread():
+    """numpy's BLAS on one thread (a context manager; also applied once per worker process).
+
+    onnxruntime has its own threads; an OpenBLAS pool spinning beside them (the mixture sampler's matmuls)
+    halved the rows/s of a process here. Ray workers get OMP_NUM_THREADS=1 from Ray; this does the same for
+    the in-process engine and the pool. threadpoolctl comes with scikit-learn.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn (a dependency) brings it
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")

@@ -100,3 +100,15 @@ def test_ray_where_same_bytes_as_local(ray_local, table_bundle, tmp_path):
     assert digests(tmp_path / "ray") == digests(tmp_path / "local")
     m = json.loads((tmp_path / "ray" / "_manifest.json").read_text())
     assert [c["kept"] for c in m["where"]["per_class"]] == [90, 50]
+
+
+def test_gpus_per_worker_needs_ray_and_gpus(table_bundle, tmp_path, ray_local):
+    """Without GPUs in the cluster: one line, nothing written, the session's Ray left running."""
+    args = ["generate", "--model", str(table_bundle), "--per-class", "5", "--quiet"]
+    r = CliRunner().invoke(cli, [*args, "--engine", "local", "--gpus-per-worker", "1", "--out", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "--gpus-per-worker needs --engine ray or auto" in r.output
+    r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--gpus-per-worker", "0.5", "--out", str(tmp_path / "b")])
+    assert r.exit_code != 0
+    assert r.output.strip().splitlines()[-1] == "Error: --gpus-per-worker 0.5: the Ray cluster has 0 GPU(s)"
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert ray_local.is_initialized()  # the session's Ray is left running

@@ -44,7 +44,9 @@ def upload_folder(s3, folder: Path, prefix: str) -> None:
             f.write(p.read_bytes())
 
 
-GEN = ("--per-class", 700, "--rows-per-file", 300, "--seed", 3, "--quiet", "--engine", "local")  # Ray may be up
+# In process: the resume tests interrupt through a patched write.record_result, which Ray actors would not see
+# (engine auto picks Ray once the session's Ray is up).
+GEN = ("--per-class", 700, "--rows-per-file", 300, "--seed", 3, "--quiet", "--engine", "local")
 
 
 # ------------------------------------------------------------------------------------------ fs module

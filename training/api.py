@@ -27,7 +27,7 @@ from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
 from training.mixture import fit_class_mixtures
 from training.model import build_model
-from training.trainer import fit
+from training.trainer import fit, pick_device
 
 __all__ = ["train"]
 
@@ -54,6 +54,7 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     out.check_reachable()
     if out.exists() and not overwrite:  # refuse before spending minutes on training
         raise OutputExistsError(f"output folder {out.uri!r} exists (pass --overwrite to replace it)")
+    pick_device(config.device)  # --device cuda without CUDA: the one-line error before any work
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     try:  # a library call leaves the process as it found it
@@ -117,6 +118,7 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
                 "stopped": result.stopped, "train_loss": result.train_loss, "val_loss": result.val_loss,
                 "val_recon": result.val_recon, "val_kl": result.val_kl, "train_wall_s": round(result.wall_s, 3),
                 "rows_per_s": round(result.rows_per_s, 1), "total_wall_s": round(time.perf_counter() - started, 3),
+                "device": result.device, "mixed_precision": result.mixed_precision,
             },
             "source": source,
             "torch_version": torch.__version__,

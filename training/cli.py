@@ -76,6 +76,7 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     from augment.io import read_table
     from training.api import train as train_bundle
     from training.config import TrainConfig
+    from training.trainer import device_note, pick_device
 
     from augment.fs import resolve
 
@@ -91,11 +92,15 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
                              image_jitter=image_jitter)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    pick_device(device)  # --device cuda without CUDA: one line, before the data is read
     table = read_table(data, delimiter="\t" if delimiter == "tab" else delimiter)
     if drop_null_labels:
         table, dropped = without_null_labels(table, label)
         if dropped:
             click.echo(f"dropped {dropped:,} rows without a label ({label!r})", err=True)
+    note = device_note(device)
+    if note:
+        click.echo(note, err=True)
     click.echo(f"training on {table.num_rows:,} rows x {table.num_columns} columns from {data}", err=True)
     bundle = train_bundle(table, label=label, out=out, config=config, image_shape=image_shape, overwrite=overwrite,
                           progress=not quiet, source=str(data))

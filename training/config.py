@@ -45,6 +45,7 @@ class TrainConfig:
     image_jitter: float | None = None
     seed: int = 0
     device: str = "auto"
+    mixed_precision: bool = True  # bf16 autocast when training on CUDA (no effect on CPU)
     threads: int | None = None  # torch intra-op threads (None: all cores)
     # Columns forced categorical / numeric (by default integers with at most 32 distinct values are categorical)
     categorical: tuple[str, ...] = ()

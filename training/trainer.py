@@ -20,7 +20,7 @@ from training.config import TrainConfig
 from training.jitter import random_affine
 from training.loss import ReconstructionLoss, kl_divergence, kl_weight
 
-__all__ = ["TrainResult", "fit", "split_indices", "pick_device"]
+__all__ = ["TrainResult", "fit", "split_indices", "pick_device", "device_note"]
 
 
 @dataclass
@@ -35,14 +35,22 @@ class TrainResult:
     rows_per_s: float
     stopped: str  # "epochs", "early_stopping" or "time_budget"
     history: list[dict] = field(default_factory=list)
+    device: str = "cpu"
+    mixed_precision: bool = False
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise AugmentError("device 'cuda' was asked for but torch sees no CUDA device (use --device auto|cpu)")
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """cuda where asked (an error without CUDA) or where ``auto`` finds it; else cpu."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AugmentError("--device cuda: torch sees no CUDA device here (use --device auto or cpu)")
+    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def device_note(device: str) -> str | None:
+    """What to tell the user when ``auto`` falls back to the CPU (None otherwise)."""
+    if device == "auto" and not torch.cuda.is_available():
+        return "--device auto: torch sees no CUDA device here; training on CPU"
+    return None
 
 
 def split_indices(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +87,9 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
     validation images do not.
     """
     device = pick_device(config.device)
+    # bf16 autocast on CUDA: the matmuls run on tensor cores, the losses stay float32 (autocast's own rule for
+    # log-softmax and reductions), and bf16's range needs no gradient scaler. CPU training stays float32.
+    amp = device.type == "cuda" and config.mixed_precision
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     train_idx, val_idx = split_indices(y_index, config.val_fraction, config.seed)
@@ -117,9 +128,10 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
             xb, yb = xt[idx], yt[idx]
             if shape is not None:
                 xb = random_affine(xb, shape, gen, jitter)
-            params, mu, logvar = model(xb, yb, gen)
-            r = recon(params, xb).mean()
-            k = kl_divergence(mu, logvar).mean()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                params, mu, logvar = model(xb, yb, gen)
+            r = recon(params.float(), xb).mean()
+            k = kl_divergence(mu.float(), logvar.float()).mean()
             loss = r + w * k
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,4 +164,5 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
         epochs_run=len(history), best_epoch=best_row["epoch"], train_loss=best_row["recon"] + config.beta * best_row["kl"],
         val_loss=best_row["val"], val_recon=best_row["val_recon"], val_kl=best_row["val_kl"], wall_s=wall,
         rows_per_s=len(history) * steps * bs / wall, stopped=stopped, history=history,
+        device=device.type, mixed_precision=amp,
     )

@@ -1,30 +1,23 @@
 """Engines run a job's shards: in this process (``local``) or on Ray actors (``ray``), with the same bytes.
 
-Both call ``augment.batch.write.write_shards``: the local engine once for every shard, each Ray actor once per shard
-it is handed. On Ray every actor loads the bundle once, writes its own files (to a bucket, ``s3://...``, or a folder every
-node sees; paths reach the workers absolute, and the driver's ``AWS_*`` settings go with them), and the driver keeps at most ``2 * workers``
-shards in flight, so neither driver nor worker memory grows with the rows of a job. A worker that dies is
-restarted and its shard retried (``max_restarts`` / ``max_task_retries``); the retry rewrites the same bytes
-under a new temporary name. Actors ask for a share of the CPUs (at most 1) so two of them fit a 2-CPU node
-(two ``num_cpus=1`` Ray Data actors there deadlock: ray issue 44687).
+Both call ``augment.batch.write.write_shards``: the local engine once for every shard, each Ray actor once per
+shard it is handed (``augment.batch.ray_engine``: actors sized from the cluster while the job runs, a lost
+node's shards retried on the others).
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from augment.errors import AugmentError
 from augment.batch.plan import Shard
-from augment.fs import storage_env
+from augment.batch.ray_engine import RayEngine, check_ray_address
+from augment.errors import AugmentError
+from augment.runtime import blas_single_thread
 
 __all__ = ["ENGINES", "LocalEngine", "RayEngine", "choose_engine", "check_ray_address"]
 
-RAY_RETRIES = 3
-PROGRESS_POLL_S = 0.25  # how often the driver asks Ray workers how many rows they have written
 
 
 @dataclass
@@ -50,6 +43,15 @@ class LocalEngine:
     def prepare(self) -> None:
         pass
 
+    def capacity(self, shards: int) -> tuple[int, float, float, str]:
+        """For the dry run: (workers, speed of each relative to one core, start-up s, in words)."""
+        cores = os.cpu_count() or 1
+        processes = min(self.workers or 1, max(1, shards)) if _can_spawn() else 1
+        lanes = self.threads or max(1, cores // processes)
+        speed = 1 + LANE_GAIN * (lanes - 1)
+        startup = POOL_STARTUP_S if processes > 1 else 0.0
+        return processes, speed, startup, f"{processes} process(es) x {lanes} decode lane(s)"
+
     def close(self) -> None:
         pass
 
@@ -68,22 +70,10 @@ class LocalEngine:
 
 
 _WORKER: dict = {}
-
-
-def blas_single_thread():
-    """numpy's BLAS on one thread (a context manager; also applied once per worker process).
-
-    onnxruntime has its own threads; an OpenBLAS pool spinning beside them (the mixture sampler's matmuls)
-    halved the rows/s of a process here. Ray workers get OMP_NUM_THREADS=1 from Ray; this does the same for
-    the in-process engine and the pool. threadpoolctl comes with scikit-learn.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn (a dependency) brings it
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+# Measured on 2 cores (benchmarks/bench_generate.py): a second decode lane adds 0.6 of a lane (1.6x), and a
+# spawned worker process costs about 2 s (imports and the bundle) before its first row.
+LANE_GAIN = 0.6
+POOL_STARTUP_S = 2.0
 
 
 def _can_spawn() -> bool:
@@ -181,230 +171,11 @@ def _chain(first, rest):
     yield from rest
 
 
-def check_ray_address(address: str, timeout: float = 3.0) -> None:
-    """Fail within seconds, in one line, when an address does not answer as a Ray cluster.
-
-    ``ray.init`` retries an unreachable or non-Ray address for about 20 s, printing a warning a second, so a
-    HOST:PORT is first asked for its cluster id over gRPC with a deadline; a ray:// (Ray Client) address gets
-    a TCP connect. ``auto`` is left to ``ray.init``, which fails fast when no local cluster is running.
-    """
-    if address in ("auto", "local"):
-        return
-    client = address.startswith("ray://")
-    target = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise AugmentError(f"bad --ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
-    hint = "start one with `ray start --head` or drop --ray-address"
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as err:
-        raise AugmentError(f"cannot reach Ray at {address!r} ({err.strerror or err}): {hint}") from None
-    if client:
-        return
-    import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-
-    with grpc.insecure_channel(target) as channel:
-        try:
-            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.UNAUTHENTICATED:  # a cluster with token auth still answers as Ray
-                raise AugmentError(f"{address!r} does not answer as a Ray cluster ({err.code().name}): {hint}") from None
-
-
-def _shard_actor_class():
-    import ray
-
-    @ray.remote(max_restarts=RAY_RETRIES, max_task_retries=RAY_RETRIES)
-    class ShardActor:
-        """Loads the bundle once; writes the shards it is handed."""
-
-        def __init__(self, bundle_path: str, threads: int):
-            from augment.generator import Generator
-
-            blas_single_thread()  # for the life of the actor (Ray sets OMP_NUM_THREADS only for whole CPUs)
-            self.threads, self.gen, self.error = threads, None, None
-            try:
-                self.gen = Generator.from_path(bundle_path, threads=threads)
-            except AugmentError as err:  # deterministic: a restart would fail the same way, so report it instead
-                self.error = err
-
-        def run(self, spec_json: dict, shard_json: dict, source, out_dir: str, die_marker: str | None = None,
-                progress=None) -> dict:
-            from augment.batch.spec import JobSpec
-            from augment.batch.write import write_shards
-
-            if self.error is not None:
-                raise self.error
-            shard = Shard.from_json(shard_json)
-            written = 0
-
-            def on_rows(n: int) -> None:
-                nonlocal written
-                written += n
-                if progress is not None:  # fire and forget: the rows of this shard so far
-                    progress.report.remote(shard.file_name, written)
-                if die_marker and not os.path.exists(die_marker):  # test hook: die once, mid-shard
-                    open(die_marker, "w").close()
-                    os._exit(1)
-
-            spec = JobSpec.from_json(spec_json)
-            return write_shards(self.gen, spec, [(shard, source)], out_dir, on_rows=on_rows, threads=self.threads)[0]
-
-    return ShardActor
-
-
-def _progress_actor_class():
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class Progress:
-        """Rows written so far per shard file, as workers report them after each chunk. A shard rerun after a
-        worker died reports from zero again; keeping the largest figure per file counts its rows once."""
-
-        def __init__(self):
-            self.rows: dict[str, int] = {}
-
-        def report(self, key: str, rows: int) -> None:
-            self.rows[key] = max(self.rows.get(key, 0), rows)
-
-        def total(self) -> int:
-            return sum(self.rows.values())
-
-    return Progress
-
-
-@dataclass
-class RayEngine:
-    """Shards on Ray actors (a local Ray, the one already initialised, or a cluster at ``address``)."""
-
-    name = "ray"
-    workers: int | None = None  # actors (None: one per CPU of the cluster)
-    address: str | None = None
-    die_marker: str | None = None  # tests only: the first actor to start writing dies once
-
-    def describe(self) -> dict:
-        return {"name": self.name, "workers": self.workers, "address": self.address}
-
-    def prepare(self) -> None:
-        """Initialise Ray unless it already is (then it is left as found); before any file is written."""
-        from augment.extras import require
-
-        require("ray", "--engine ray")
-        import ray
-
-        self._owned = False
-        if ray.is_initialized():
-            return
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if self.address:
-            check_ray_address(self.address)
-        try:
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-            else:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise AugmentError(f"cannot start or reach Ray ({str(err).splitlines()[0]})") from None
-        self._owned = True
-
-    def close(self) -> None:
-        import ray
-
-        if getattr(self, "_owned", False):
-            ray.shutdown()
-            self._owned = False
-
-    def run(self, gen, bundle_path: str, spec, items: Iterable[tuple[Shard, object]], out_dir: str, *,
-            on_rows: Callable[[int], None], on_shard: Callable[[dict], None], shards: int = 1) -> list[dict]:
-        import ray
-
-        t0 = time.perf_counter()
-        actors = []
-        self.startup_s = None
-        try:
-            cpus = float(ray.cluster_resources().get("CPU", 1.0))
-            workers = max(1, self.workers or int(cpus))
-            share = min(1.0, cpus / workers)
-            threads = max(1, int(cpus // workers))
-            actor_cls = _shard_actor_class()
-            options = {"num_cpus": share}
-            env = storage_env()
-            if env:  # workers reach the same buckets as the driver (nodes elsewhere lack its environment)
-                options["runtime_env"] = {"env_vars": env}
-            actors = [actor_cls.options(**options).remote(str(bundle_path), threads) for _ in range(workers)]
-            self.workers = workers
-            return self._drive(actors, spec, items, out_dir, on_rows, on_shard, t0)
-        except ray.exceptions.RayTaskError as err:  # the shard's own error (not retried): show it as it is
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, AugmentError):
-                raise cause from None
-            raise AugmentError(f"a shard failed on a Ray worker: {str(cause or err).splitlines()[0]}") from None
-        except ray.exceptions.RayError as err:  # a worker died more often than it may be restarted
-            raise AugmentError(f"a Ray worker failed after {RAY_RETRIES} retries: {str(err).splitlines()[0]}") from None
-        finally:
-            for a in actors:
-                ray.kill(a, no_restart=True)
-
-    def _drive(self, actors, spec, items, out_dir, on_rows, on_shard, t0) -> list[dict]:
-        import pyarrow as pa
-        import ray
-
-        spec_json = spec.to_json()
-        in_flight: dict = {}  # object ref -> actor index
-        load = [0] * len(actors)
-        results: list[dict] = []
-        shared_refs: dict[int, object] = {}  # a held source (random draws) is put once, not once per shard
-        progress = _progress_actor_class().remote()  # rows per chunk, so the bar moves within shards
-        shown = 0
-
-        def show(total: int) -> None:
-            nonlocal shown
-            if total > shown:
-                on_rows(total - shown)
-                shown = total
-
-        def collect() -> None:
-            """Wait up to PROGRESS_POLL_S for a shard to finish; show the rows written meanwhile."""
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_POLL_S)
-            show(ray.get(progress.total.remote()))
-            for ref in ready:
-                load[in_flight.pop(ref)] -= 1
-                result = ray.get(ref)
-                if self.startup_s is None:
-                    self.startup_s = time.perf_counter() - t0 - result["seconds"]
-                results.append(result)
-                on_shard(result)
-
-        try:
-            for shard, source in items:
-                while min(load) >= 2:
-                    collect()
-                if source is None or isinstance(source, pa.Table):  # nothing, or this shard's slice of a stream
-                    ref = None if source is None else ray.put(source)
-                else:
-                    if id(source) not in shared_refs:
-                        shared_refs[id(source)] = ray.put(source)
-                    ref = shared_refs[id(source)]
-                i = load.index(min(load))
-                obj = actors[i].run.remote(spec_json, shard.to_json(), ref, str(out_dir), self.die_marker, progress)
-                in_flight[obj] = i
-                load[i] += 1
-            while in_flight:
-                collect()
-            show(sum(r["rows"] for r in results))  # the last reports may still be on their way
-        finally:
-            ray.kill(progress)
-        return results
-
-
 ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}
 
 
-def choose_engine(name: str, *, address: str | None, workers: int | None, threads: int | None = None):
+def choose_engine(name: str, *, address: str | None, workers: int | None, threads: int | None = None,
+                  gpus_per_worker: float = 0.0):
     """Pick the engine. ``auto``: Ray when an address is given or Ray is already up in this process; else this
     machine, in process with one decode lane per core (``--workers N`` for a process pool). Measured on 2 cores
     (benchmarks/bench_generate.py), in-process lanes match a process pool's rows/s without its start-up, and
@@ -415,11 +186,12 @@ def choose_engine(name: str, *, address: str | None, workers: int | None, thread
         import sys
 
         ray_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-        if address or ray_up:
-            return RayEngine(workers, address)
+        if address or ray_up or gpus_per_worker:
+            return RayEngine(workers, address, gpus_per_worker=gpus_per_worker)
         return LocalEngine(workers, threads)
     if name == "local":
-        if address:
-            raise AugmentError("--ray-address needs --engine ray or auto")
+        wrong = [n for n, v in (("--ray-address", address), ("--gpus-per-worker", gpus_per_worker)) if v]
+        if wrong:
+            raise AugmentError(f"{' and '.join(wrong)} {'needs' if len(wrong) == 1 else 'need'} --engine ray or auto")
         return LocalEngine(workers, threads)
-    return RayEngine(workers, address)
+    return RayEngine(workers, address, gpus_per_worker=gpus_per_worker)

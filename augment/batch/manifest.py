@@ -198,7 +198,8 @@ def build_manifest(*, job: dict, classes: list, results: list[dict], timings: di
         "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
         "files": [{"path": r["file"], "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"],
                    "class_index": r["shard"]["class_index"], "shard": r["shard"]["index"],
-                   "resumed": bool(r.get("resumed"))} for r in files],
+                   "resumed": bool(r.get("resumed")), **({"node": r["node"]} if r.get("node") else {})}
+                  for r in files],
         "keep_consistent": ({"drawn": sum(drawn), "kept": rows, "share_kept": round(rows / max(1, sum(drawn)), 4)}
                             if job["spec"].get("keep_consistent") or job["spec"].get("min_distance") is not None
                             else None),

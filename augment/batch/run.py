@@ -58,9 +58,11 @@ def _items(spec: JobSpec, shards: list[Shard], todo: set[str], source: Source | 
 
 
 def probe(gen, spec: JobSpec, rows: int = 8192) -> tuple[float, float]:
-    """(rows/s, bytes per row) of sampling and writing ``rows`` rows of class 0 in memory: the dry-run estimate."""
+    """(rows/s, bytes per row) of sampling and writing ``rows`` rows of class 0 in memory on one core (one
+    decode lane, one-thread onnxruntime): the dry-run estimate scales it by the engine's lanes or actors."""
     from augment.batch.write import parquet_writer
 
+    gen = gen.with_threads(1)
     rng = np.random.default_rng(0)
     gen.sample(0, min(rows, 256), rng, sampler=spec.sampler)  # warm-up: first runs allocate
     t0 = time.perf_counter()
@@ -70,6 +72,17 @@ def probe(gen, spec: JobSpec, rows: int = 8192) -> tuple[float, float]:
         w.write_table(table)
     seconds = time.perf_counter() - t0
     return rows / max(seconds, 1e-9), sink.getvalue().size / rows
+
+
+def estimate_seconds(shards: list[Shard], rate: float, workers: int, startup_s: float) -> float:
+    """Start-up plus the time ``workers`` workers, each at ``rate`` rows/s, need when each takes the next
+    shard as it finishes its last (the engines' order): the last wave of a plan is often only partly full."""
+    import heapq
+
+    free = [0.0] * max(1, workers)
+    for s in shards:
+        heapq.heappush(free, heapq.heappop(free) + s.rows / rate)
+    return startup_s + max(free)
 
 
 def _fmt_rows(n: float) -> str:
@@ -84,7 +97,7 @@ def _fmt_bytes(n: float) -> str:
     return f"{n}"
 
 
-def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str) -> str:
+def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str, runner=None) -> str:
     rate, per_row = probe(gen, spec)
     total = sum(s.rows for s in shards)
     per_class: dict[int, int] = {}
@@ -94,8 +107,10 @@ def describe_plan(gen, spec: JobSpec, shards: list[Shard], out: str) -> str:
     for c, n in sorted(per_class.items()):
         name = "mixed labels (from --from)" if c < 0 else repr(gen.classes[c])
         lines.append(f"  class {name}: {_fmt_rows(n)} rows in {sum(1 for s in shards if s.class_index == c)} file(s)")
-    lines.append(f"estimate: {_fmt_bytes(per_row * total)} on disk, {total / rate:,.1f} s at "
-                 f"{_fmt_rows(rate)} rows/s (in-process sampling probe, start-up not included)")
+    workers, speed, startup, what = runner.capacity(len(shards)) if runner is not None else (1, 1.0, 0.0, "1 core")
+    seconds = estimate_seconds(shards, rate * speed, workers, startup)
+    lines.append(f"estimate: {_fmt_bytes(per_row * total)} on disk, {seconds:,.1f} s ({_fmt_rows(rate)} rows/s a "
+                 f"core from an in-process probe; {what}; {startup:.1f} s start-up)")
     return "\n".join(lines)
 
 
@@ -131,7 +146,7 @@ def where_section(gen, spec: JobSpec, results: list[dict]) -> dict | None:
 
 
 def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto", workers: int | None = None,
-            threads: int | None = None, ray_address: str | None = None, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
+            threads: int | None = None, ray_address: str | None = None, gpus_per_worker: float = 0.0, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
             progress: bool = True, echo: Callable[[str], None] = print, die_marker: str | None = None) -> dict | None:
     """Plan, check, write every shard, then the manifest; returns the manifest (None for a dry run).
 
@@ -150,12 +165,13 @@ def run_job(gen, spec: JobSpec, out: str | os.PathLike, *, engine: str = "auto",
     check_identifiers(gen, total)
     conditional = where_plan(gen, spec) if spec.where else None  # an impossible condition fails here
     prepare_out_dir(out, overwrite=overwrite, resume=resume, dry_run=True)  # checks only
+    runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads,
+                           gpus_per_worker=gpus_per_worker)
     if dry_run:
-        echo(describe_plan(gen, spec, shards, out.uri))
+        echo(describe_plan(gen, spec, shards, out.uri, runner))
         if conditional is not None:
             echo(describe_where(gen, spec, conditional))
         return None
-    runner = choose_engine(engine, address=ray_address, workers=workers, threads=threads)
     if die_marker:  # tests: a Ray worker dies once mid-shard
         runner.die_marker = die_marker
     runner.prepare()  # connect to Ray (or fail) before the output folder is touched

@@ -62,6 +62,8 @@ __all__ = ["generate"]
 @click.option("--threads", type=int, default=None,
               help="Decode threads per process, each running onnxruntime on one core. Default: cores / processes.")
 @click.option("--ray-address", default=None, help="An existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT.")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Ray: GPUs each actor asks for (fractions share a GPU); actors with a GPU run onnxruntime's CUDA provider.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted job in --out (same options).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (files, rows, estimated size and time); write nothing.")
@@ -71,7 +73,7 @@ __all__ = ["generate"]
 @run_command
 def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
              noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, where, where_proposal,
-             engine, workers, threads, ray_address, resume, overwrite, dry_run, provenance, quiet) -> None:
+             engine, workers, threads, ray_address, gpus_per_worker, resume, overwrite, dry_run, provenance, quiet) -> None:
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
     from augment.generator import Generator
@@ -119,7 +121,8 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
     from augment.batch.run import run_job
 
     try:
-        run_job(gen, spec, out, engine=engine, workers=workers, threads=threads, ray_address=ray_address, resume=resume,
+        run_job(gen, spec, out, engine=engine, workers=workers, threads=threads, ray_address=ray_address,
+                gpus_per_worker=gpus_per_worker, resume=resume,
                 overwrite=overwrite, dry_run=dry_run, progress=not quiet, echo=click.echo)
     except KeyboardInterrupt:
         click.echo(f"Interrupted: {out} has no manifest; rerun the same command with --resume to finish it.", err=True)
