@@ -212,19 +212,25 @@ def summarize(table: pa.Table, label: str | None, classes: list, categorical: se
         col = table.column(field.name)
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
-        per_class = []
-        for c in classes:
-            part = col.filter(pc.equal(labels, str(c))) if labels is not None else col
-            entry = {"rows": len(part), "nulls": part.null_count}
-            valid = part.drop_null()
-            if field.name in categorical or not _ordered(field.type):
-                entry["values"] = sorted(set(_as_strings(pc.unique(valid)))) if len(valid) else []
-            elif len(valid):
-                mm = pc.min_max(valid)
-                entry["min"], entry["max"] = _as_strings(pa.array([mm["min"].as_py(), mm["max"].as_py()], valid.type))
-            per_class.append(entry)
+        try:
+            per_class = [_class_entry(col, labels, c, field.name in categorical or not _ordered(field.type))
+                         for c in classes]
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            continue  # a type Arrow cannot order or print (a duration): the decode probe judges its clauses
         out[field.name] = {"type": str(field.type), "per_class": per_class}
     return {"columns": out}
+
+
+def _class_entry(col: pa.ChunkedArray, labels: pa.ChunkedArray | None, c, as_values: bool) -> dict:
+    part = col.filter(pc.equal(labels, str(c))) if labels is not None else col
+    entry = {"rows": len(part), "nulls": part.null_count}
+    valid = part.drop_null()
+    if as_values:
+        entry["values"] = sorted(set(_as_strings(pc.unique(valid)))) if len(valid) else []
+    elif len(valid):
+        mm = pc.min_max(valid)
+        entry["min"], entry["max"] = _as_strings(pa.array([mm["min"].as_py(), mm["max"].as_py()], valid.type))
+    return entry
 
 
 def _column_possible(clauses: list[Clause], entry: dict, t: pa.DataType) -> bool:
