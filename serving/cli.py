@@ -19,7 +19,7 @@ import typing
 import click
 
 from augment.cli import run_command
-from serving.settings import DeploySettings, ServeSettings, read_api_key, setting_fields
+from serving.settings import LOOPBACK, DeploySettings, ServeSettings, check_exposure, read_api_key, setting_fields
 
 __all__ = ["serve", "settings_options"]
 
@@ -70,6 +70,7 @@ def serve(host, port, log_level, use_ray, ray_address, **options) -> None:
     options["model"] = os.path.abspath(options["model"])  # Ray replicas do not share our working directory
     settings = ServeSettings(**{f.name: options[f.name] for f in setting_fields(ServeSettings)})
     deploy = DeploySettings(**{f.name: options[f.name] for f in setting_fields(DeploySettings)})
+    check_exposure(settings, host)  # no key beyond loopback only when asked for (--no-auth)
     read_api_key(settings)  # a named but unset key variable fails here, before anything starts
     if use_ray:
         _serve_ray(settings, deploy, host, port, ray_address)
@@ -111,7 +112,9 @@ def _serve_ray(settings: ServeSettings, deploy: DeploySettings, host: str, port:
         signal.signal(sig, lambda *_: stop.set())
     try:
         ray_serve.start(http_options={"host": host, "port": port})
-        args = AugmentServeArgs(**settings.to_json(), **{**deploy.__dict__, "replicas": replicas})
+        # The builder insists on a key or no_auth (it cannot see the host); on loopback, no key is what we checked.
+        no_auth = settings.no_auth or (settings.api_key_env is None and host in LOOPBACK)
+        args = AugmentServeArgs(**{**settings.to_json(), "no_auth": no_auth}, **{**deploy.__dict__, "replicas": replicas})
         ray_serve.run(build_app(args), name="augment", route_prefix="/")
         click.echo(f"augment: bundle {bundle.sha256[:12]} on Ray Serve, {replicas} replica(s), "
                    f"http://{host}:{port} (docs at /docs)", err=True)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from ray import serve
 from ray.serve import Application
 
-from serving.settings import DeploySettings, ServeSettings, setting_fields
+from serving.settings import DeploySettings, ServeSettings, check_exposure, setting_fields
 
 __all__ = ["AugmentServeArgs", "AugmentDeployment", "build_app", "DEPLOYMENT_NAME"]
 
@@ -82,7 +82,11 @@ class AugmentDeployment:
 
 
 def build_app(args: AugmentServeArgs) -> Application:
-    """The typed application builder that ``import_path: serving.ray_app:build_app`` names."""
+    """The typed application builder that ``import_path: serving.ray_app:build_app`` names.
+
+    Serve's proxies listen on every node, so a key (``api_key_env``) or an explicit ``no_auth: true`` is required.
+    """
+    check_exposure(args.settings(), None)
     options: dict = {"ray_actor_options": {"num_cpus": args.replica_cpus}, "graceful_shutdown_timeout_s": args.graceful_timeout}
     if args.replicas is not None:
         options["num_replicas"] = args.replicas

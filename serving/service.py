@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any, Callable
 
 import anyio
 import pyarrow as pa
-from fastapi import Request
+from fastapi import Depends, Request
+from pydantic import Field, create_model
 
 from augment.constants import SAMPLERS
 from augment.errors import AugmentError
 from serving import formats
-from serving.models import RequestError
+from serving.models import PerturbRequest, RequestError
 from serving.settings import ServeSettings, read_api_key
 
-__all__ = ["Service", "get_service", "model_info", "random_seed"]
+__all__ = ["Service", "get_service", "admitted", "model_info", "random_seed"]
 
 log = logging.getLogger("augment.serving")
 
@@ -33,6 +35,11 @@ class Service:
         self.loader = loader
         self.api_key = read_api_key(settings)
         self.limiter = anyio.CapacityLimiter(settings.max_concurrent)
+        self.in_flight = 0  # admitted POSTs: running, waiting for a slot, or sending their body
+        # rows limited in the model itself, so an over-long list is refused before its rows are built
+        self.perturb_model = create_model("PerturbRequest", __base__=PerturbRequest, rows=(
+            list[dict[str, Any]], Field(min_length=1, max_length=settings.max_rows,
+                                        description=PerturbRequest.model_fields["rows"].description)))
         if generator is not None:
             self._attach(generator)
 
@@ -63,8 +70,29 @@ class Service:
             raise RequestError(503, [], msg, "not_ready", headers={"Retry-After": "1"})
         return self.generator
 
-    async def run(self, fn: Callable[[], Any]) -> Any:
-        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
+    async def read_body(self, request: Request) -> bytes:
+        """The body, within the request's time budget (408 past it: a client that sends too slowly)."""
+        try:
+            with anyio.fail_after(_remaining(request)):
+                return await request.body()
+        except TimeoutError:
+            raise RequestError(408, ["body"], f"the body did not arrive within {self.settings.request_timeout:g} s",
+                               "request_timeout", headers={"Connection": "close"}) from None
+
+    async def run(self, request: Request, fn: Callable[[], Any]) -> Any:
+        """``fn`` in a worker thread once one of ``max_concurrent`` slots is free; 503 if none frees up within
+        the request's time budget. The work itself is bounded by the row and size limits, not interrupted."""
+        try:
+            with anyio.fail_after(_remaining(request)):
+                await self.limiter.acquire()
+        except TimeoutError:
+            raise RequestError(503, [], f"the service is busy: no inference slot freed up within "
+                               f"{self.settings.request_timeout:g} s; retry later", "busy",
+                               headers={"Retry-After": "1"}) from None
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        finally:
+            self.limiter.release()
 
     def class_index(self, name: str, loc: list) -> int:
         try:
@@ -84,6 +112,24 @@ class Service:
 def get_service(request: Request) -> Service:
     """The dependency every endpoint takes: the one ``Service`` of this app."""
     return request.app.state.service
+
+
+def _remaining(request: Request) -> float:
+    return max(0.0, request.state.deadline - anyio.current_time())
+
+
+async def admitted(request: Request, service: Service = Depends(get_service)) -> AsyncIterator[None]:
+    """Admit a POST, or refuse it with 503 + Retry-After when ``max_concurrent + max_queue`` are already in."""
+    settings = service.settings
+    if service.in_flight >= settings.max_concurrent + settings.max_queue:
+        raise RequestError(503, [], f"the service is at capacity ({service.in_flight} requests in progress or "
+                           "queued); retry later", "busy", headers={"Retry-After": "1"})
+    request.state.deadline = anyio.current_time() + settings.request_timeout
+    service.in_flight += 1
+    try:
+        yield
+    finally:
+        service.in_flight -= 1
 
 
 def random_seed() -> int:
@@ -109,8 +155,11 @@ def model_info(service: Service) -> dict:
         "schema": fields(service.input_schema),
         "output_schema": fields(gen.output_schema),
         "latent_dim": meta.get("latent_dim"),
-        "training": meta.get("training"),
+        # Metrics and settings only: the training data's path, the host's platform and library versions stay
+        # out of what any client may read.
+        "training": {k: v for k, v in (meta.get("training") or {}).items() if k in ("config", "metrics")},
         "samplers": list(SAMPLERS),
         "media_types": list(formats.MEDIA_TYPES),
-        "limits": {"max_rows": service.settings.max_rows, "max_body_bytes": service.settings.max_body_bytes},
+        "limits": {name: getattr(service.settings, name)
+                   for name in ("max_rows", "max_body_bytes", "max_response_bytes", "request_timeout")},
     }

@@ -18,11 +18,13 @@ from typing import Any
 
 from augment.errors import AugmentError
 
-__all__ = ["ServeSettings", "DeploySettings", "read_api_key", "setting_fields", "DEFAULT_MAX_ROWS",
-           "DEFAULT_MAX_BODY_BYTES"]
+__all__ = ["ServeSettings", "DeploySettings", "read_api_key", "setting_fields", "check_exposure", "DEFAULT_MAX_ROWS",
+           "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_RESPONSE_BYTES"]
 
 DEFAULT_MAX_ROWS = 100_000  # rows one request may ask for (generate: sum of counts; perturb: rows * per_example)
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # request bodies (perturb uploads) larger than this get 413
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # an MNIST bundle's 100,000-row JSON response is about 1 GB
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _opt(help: str, **meta: Any) -> dict:
@@ -36,8 +38,19 @@ class ServeSettings:
     model: str = field(metadata=_opt("Bundle folder.", kind="dir"))
     max_rows: int = field(default=DEFAULT_MAX_ROWS, metadata=_opt("Rows one request may ask for (413 beyond).", min=1))
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata=_opt("Largest request body (413 beyond).", min=1))
+    max_response_bytes: int = field(default=DEFAULT_MAX_RESPONSE_BYTES, metadata=_opt(
+        "Largest response body, estimated before generating (413 beyond; Parquet and Arrow are about 5x smaller "
+        "than JSON).", min=1))
+    max_queue: int = field(default=32, metadata=_opt(
+        "Requests waiting for an inference slot, beyond --max-concurrent (503 with Retry-After beyond).", min=0))
+    request_timeout: float = field(default=60.0, metadata=_opt(
+        "Seconds a request may take to send its body and reach an inference slot (408 / 503 beyond).",
+        min=0.0, min_open=True))
     api_key_env: str | None = field(default=None, metadata=_opt(
-        "Environment variable holding the API key (401 without it).", metavar="NAME"))
+        "Environment variable holding the API key (401 without it). Required beyond loopback unless --no-auth.",
+        metavar="NAME"))
+    no_auth: bool = field(default=False, metadata=_opt(
+        "Serve without an API key on a non-loopback --host (by default that is refused)."))
     threads: int | None = field(default=None, metadata=_opt(
         "onnxruntime threads per session (default: cores / --max-concurrent; with --ray: the replica's CPUs).", min=1))
     max_concurrent: int = field(default=2, metadata=_opt("Inference calls at once per process.", min=1))
@@ -80,6 +93,22 @@ class DeploySettings:
 def setting_fields(cls: type) -> tuple:
     """The dataclass fields of a settings class (``ServeSettings`` or ``DeploySettings``), in order."""
     return fields(cls)
+
+
+def check_exposure(settings: ServeSettings, host: str | None) -> None:
+    """Refuse to serve without a key beyond loopback unless the operator said so (``no_auth``).
+
+    ``host`` None means "not known here" (a Ray Serve config: its proxies listen on every node), which counts
+    as beyond loopback.
+    """
+    if settings.api_key_env is None and not settings.no_auth and host not in LOOPBACK:
+        where = f"--host {host}" if host is not None else "a Ray Serve application"
+        raise AugmentError(
+            f"{where} is reachable beyond this machine and no API key is set: pass --api-key-env NAME "
+            "(api_key_env in a Serve config), or --no-auth (no_auth: true) to serve without one on purpose"
+        )
+    if settings.api_key_env is not None and settings.no_auth:
+        raise AugmentError("--api-key-env and --no-auth contradict each other: give one of them")
 
 
 def read_api_key(settings: ServeSettings) -> bytes | None:
