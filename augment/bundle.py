@@ -28,6 +28,10 @@ BUNDLE_FILES = ("bundle.json", "encoder.onnx", "decoder.onnx")
 ONNX_FILES = ("encoder.onnx", "decoder.onnx")
 _REQUIRED = {"modality": str, "arrow_schema": str, "label": dict, "codec": dict, "latent_dim": int, "sampler": dict,
              "onnx": dict}
+# keys read inside those objects (a missing one was a KeyError far from the bundle)
+_REQUIRED_INNER = {"label": {"column": (str, type(None)), "classes": list, "counts": list},
+                   "codec": {"columns": list}, "sampler": {"default": str, "mixture": dict},
+                   "onnx": {"opset": int, "files": dict}}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -109,7 +113,12 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         if not isinstance(meta.get(key), kind):
             raise BundleError(f"bundle {str(root)!r}: bundle.json lacks {key!r} (or it is not a {kind.__name__}); "
                               f"the file was edited or written by another tool")
-    recorded = meta["onnx"].get("files", {})
+    for key, inner in _REQUIRED_INNER.items():
+        for name, kind in inner.items():
+            if not isinstance(meta[key].get(name), kind):
+                raise BundleError(f"bundle {str(root)!r}: bundle.json lacks {key}.{name} (or it is of the wrong type); "
+                                  f"the file was edited or written by another tool")
+    recorded = meta["onnx"]["files"]
     for name in ONNX_FILES:
         actual = sha256_file(root / name)
         if recorded.get(name) != actual:
@@ -119,6 +128,21 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             )
     digest = hashlib.sha256(raw).hexdigest()
     return Bundle(path=root, json=meta, sha256=digest)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: Path) -> None:
+    # Durable before the rename that commits it: a crash after the rename must not leave empty files.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bundle(out: str | os.PathLike, meta: dict, onnx_files: dict[str, bytes | str | os.PathLike], *,
@@ -146,6 +170,12 @@ def write_bundle(out: str | os.PathLike, meta: dict, onnx_files: dict[str, bytes
         meta = {**meta, "format_version": FORMAT_VERSION, "augment_version": __version__}
         meta["onnx"] = {**meta.get("onnx", {}), "files": files}
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        # mkdtemp makes the folder 0700: give it the permissions a plain mkdir would, so another user (the
+        # image's uid 1000, a team folder) can read the bundle.
+        os.chmod(tmp, 0o777 & ~_umask())
+        for name in BUNDLE_FILES:
+            _fsync(tmp / name)
+        _fsync(tmp)
         if out.exists() and not out.is_dir():
             raise OutputExistsError(f"output {str(out)!r} exists and is not a folder")
         old = None
@@ -153,6 +183,7 @@ def write_bundle(out: str | os.PathLike, meta: dict, onnx_files: dict[str, bytes
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / "bundle")
         os.replace(tmp, out)
+        _fsync(out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
