@@ -137,15 +137,15 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     total = sum(s.rows for s in shards)
     resuming = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     job = {"format": "augment-job/1", "bundle_path": str(gen.bundle.path), "bundle_sha256": gen.bundle.sha256,
-           "spec": spec.to_json(), "plan": [s.to_json() for s in shards]}
+           "spec": spec.to_json(), "plan": [s.to_json() for s in shards], **run_environment(gen)}
     label = gen.bundle.label_column
     done: dict[str, dict] = {}
     if resuming:
         if (out / MANIFEST).exists():
             finished = read_manifest(out)
-            if finished.get("options") != job["spec"] or finished["bundle"]["sha256"] != gen.bundle.sha256:
+            if finished.get("options") != job["spec"] or finished["bundle"].get("sha256") != gen.bundle.sha256:
                 raise AugmentError(f"--resume: {str(out)!r} holds a finished, different job; use --overwrite")
-            echo(f"{out} is already complete ({_fmt_rows(finished['rows'])} rows); nothing to do")
+            echo(f"{out} is already complete ({_fmt_rows(finished.get('rows', 0))} rows); nothing to do")
             return finished
         check_job_file(out, job)
         remove_temporaries(out)
@@ -169,7 +169,8 @@ def _run(gen, spec: JobSpec, out: Path, runner, shards: list[Shard], source: Sou
     if getattr(runner, "startup_s", None) is not None:
         timings["ray_startup_s"] = round(runner.startup_s, 3)
     manifest = build_manifest(job=job, classes=gen.classes, results=results, timings=timings,
-                              engine=runner.describe(), schema=output_schema(gen, spec))
+                              engine=runner.describe(), schema=output_schema(gen, spec),
+                              extra={"provider": job["provider"]})
     write_json_atomic(out / MANIFEST, manifest)  # last: from here on the folder is a result
     (out / JOB_FILE).unlink(missing_ok=True)
     echo(summary(manifest, out, resumed=len(done)))
@@ -195,6 +196,13 @@ def _progress_bar(total: int, initial: int, enabled: bool):
                 disable=not enabled, desc="generate", smoothing=0.1)
 
 
+def run_environment(gen) -> dict:
+    """What the bytes depend on besides the spec and bundle: the execution provider and augment's version."""
+    from augment import __version__
+
+    return {"provider": getattr(gen, "provider", "CPUExecutionProvider"), "augment_version": __version__}
+
+
 def summary(manifest: dict, out: Path, resumed: int = 0) -> str:
     per_class = ", ".join(f"{c['class']}: {_fmt_rows(c['rows'])}" for c in manifest["rows_per_class"] if c["rows"])
     t = manifest["timings"]
@@ -203,8 +211,8 @@ def summary(manifest: dict, out: Path, resumed: int = 0) -> str:
             f"engine {manifest['engine']['name']}) to {out}")
     if resumed:
         line += f"; {resumed} file(s) kept from the interrupted run"
-    if manifest.get("keep_consistent"):
+    if manifest.get("keep_consistent") and manifest["keep_consistent"]["share_kept"] is not None:
         what = " and ".join(n for n, on in (("--keep-consistent", manifest["options"].get("keep_consistent")),
                                             ("--min-distance", manifest["options"].get("min_distance") is not None)) if on)
-        line += f"; {what} kept {manifest['keep_consistent']['share_kept']:.1%} of decoded rows"
+        line += f"; {what} kept {manifest['keep_consistent']['share_kept']:.1%} of the rows decoded by this run"
     return line

@@ -14,7 +14,7 @@ import sys
 import click
 
 from augment.cli import run_command
-from augment.constants import MODES, SAMPLERS
+from augment.constants import DEVICES, MODES, SAMPLERS
 
 __all__ = ["generate"]
 
@@ -61,11 +61,14 @@ __all__ = ["generate"]
 @click.option("--dry-run", is_flag=True, help="Print the plan (files, rows, estimated size and time); write nothing.")
 @click.option("--provenance", is_flag=True,
               help="Add the augment_* columns: mode, source row(s) of perturb/interpolate, interpolation alpha.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="onnxruntime provider: cpu, cuda (an error without CUDA) or auto (CUDA if it works, else CPU). "
+                   "Same seed, same bytes holds on one provider; --resume refuses another.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
              noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, engine, workers,
-             threads, ray_address, resume, overwrite, dry_run, provenance, quiet) -> None:
+             threads, ray_address, resume, overwrite, dry_run, provenance, device, quiet) -> None:
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
     from augment.generator import Generator
@@ -79,6 +82,8 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
         raise click.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
     if seed < 0:
         raise click.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
+    if rows_per_file is not None and rows_per_file < 1:  # was `rows_per_file or 100_000`: 0 became the default
+        raise click.BadParameter(f"must be >= 1, got {rows_per_file}", param_hint="--rows-per-file")
     if mode != "sample":
         others = [n for n, v in (("--class-counts", class_counts), ("--class-counts-file", class_counts_file),
                                  ("--balance", balance), ("--rows", rows)) if v]
@@ -89,7 +94,9 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
                                     ("--steps", steps)) if v is not None]
         if misplaced:
             raise AugmentError(f"{', '.join(misplaced)} apply to --mode perturb/interpolate, not sample")
-    gen = Generator.from_path(model)
+    gen = Generator.from_path(model, device=device)
+    if device == "auto" and gen.device == "cpu":
+        click.echo("note: --device auto: CUDA is not available to onnxruntime here; generating on CPU", err=True)
     counts: dict[int, int] = {}
     if mode == "sample":
         counts = resolve_counts(gen.classes, gen.bundle.class_counts, per_class=per_class, class_counts=class_counts,
