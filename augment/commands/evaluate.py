@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from augment.cli import run_command
+from augment.cli import SEED, run_command
 from augment.errors import InputError, OutputExistsError
 
 __all__ = ["split", "evaluate", "split_table"]
@@ -69,7 +69,7 @@ def split_table(table, label: str, *, test_size: float, seed: int, per_class: in
 @click.option("--label", default=None, help="Label column to stratify by (default: the file's label_column metadata).")
 @click.option("--test-size", default=0.2, show_default=True, type=float, help="Fraction (< 1) or number of test rows.")
 @click.option("--per-class", default=None, type=click.IntRange(min=1), help="Instead: exactly N training rows per class, the rest test.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--out", required=True, type=click.Path(), help="Folder for train.parquet and test.parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace train.parquet / test.parquet if they exist.")
 @run_command
@@ -108,7 +108,7 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--report", "report_path", required=True, type=click.Path(), help="Folder for metrics.json, index.html, figures/.")
 @click.option("--model", "model_path", default=None, type=click.Path(), help="Bundle: label, class order, latent map, interpolations.")
 @click.option("--label", default=None, help="Label column (default: the bundle's, or the file's label_column metadata).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--sweep-real", default="1%,10%,100%", show_default=True, help="Real subsets: percentages or N/class; none skips the sweep (its classifiers take most of an image "
               "evaluation's time).")
 @click.option("--sweep-synth", default="0,1,2,5", show_default=True, help="Synthetic rows added, as multiples of the subset.")

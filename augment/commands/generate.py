@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from augment.cli import run_command
+from augment.cli import SEED, run_command
 from augment.constants import DEVICES, MODES, SAMPLERS
 
 __all__ = ["generate"]
@@ -40,7 +40,7 @@ __all__ = ["generate"]
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="mixture", show_default=True,
               help="Latent draws: the fitted per-class mixture or the N(0, T^2 I) prior.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of latent and output noise.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Job seed: same seed, same bytes.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Job seed: same seed, same bytes.")
 @click.option("--rows-per-file", type=int, default=None, help="Rows per Parquet file (default 100,000).")
 @click.option("--keep-consistent", is_flag=True,
               help="Drop rows the bundle's per-class mixture assigns to another class (sample mode tops up).")
@@ -80,8 +80,6 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     if threads is not None and threads < 1:
         raise click.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
-    if seed < 0:
-        raise click.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
     if rows_per_file is not None and rows_per_file < 1:  # was `rows_per_file or 100_000`: 0 became the default
         raise click.BadParameter(f"must be >= 1, got {rows_per_file}", param_hint="--rows-per-file")
     if mode != "sample":
