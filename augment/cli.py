@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("augment.commands.info:info", "Show what a bundle holds: schema, classes, metrics."),
     "demo": ("training.cli:demo", "Offline end to end: train on scikit-learn's digits, generate, write Parquet."),
     "generate": ("augment.commands.generate:generate", "Generate labeled synthetic rows to Parquet (local or Ray)."),
-    "split": ("augment.commands.evaluate:split", "Stratified, seeded train/test split of a dataset."),
+    "split": ("augment.commands.split:split", "Stratified, seeded train/test split of a dataset."),
     "evaluate": ("augment.commands.evaluate:evaluate", "Fidelity, utility and privacy report for synthetic data."),
     "serve": ("serving.cli:serve", "Serve generation over HTTP (uvicorn, or Ray Serve with --ray)."),
 }
@@ -39,6 +39,10 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
+        from augment.extras import COMMAND_EXTRAS, require
+
+        for extra in COMMAND_EXTRAS.get(name, ()):
+            require(extra, f"augment {name}")
         target, _ = COMMANDS[name]
         module_name, attr = target.split(":")
         return getattr(importlib.import_module(module_name), attr)

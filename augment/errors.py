@@ -14,6 +14,7 @@ __all__ = [
     "BundleError",
     "OutputExistsError",
     "ClassNameError",
+    "MissingExtraError",
 ]
 
 
@@ -39,3 +40,7 @@ class OutputExistsError(AugmentError):
 
 class ClassNameError(AugmentError):
     """A class name is not one of the bundle's classes."""
+
+
+class MissingExtraError(AugmentError):
+    """A command or call needs an optional part of augment (an extra) that is not installed."""

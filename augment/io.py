@@ -43,7 +43,14 @@ def _one_line(err: BaseException) -> str:
 
 
 def read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file, a folder of Parquet files, or a CSV file into one Arrow table."""
+    """Read a Parquet file, a folder of Parquet files, or a CSV file into one Arrow table (a pandas index that
+    the file's metadata names is dropped: it is never data)."""
+    from augment.frames import without_pandas_index
+
+    return without_pandas_index(_read_table(path, columns=columns))
+
+
+def _read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> pa.Table:
     p = Path(path)
     if not p.exists():
         raise InputError(f"no such file or folder: {str(p)!r}; expected {_ALLOWED}")

@@ -249,7 +249,7 @@ def test_dry_run_and_overwrite(table_bundle, tmp_path):
     (["--per-class", "0"], "positive integer"),
     (["--per-class", "2", "--balance"], "exactly one"),
     (["--mode", "perturb", "--from", "{nolabel}", "--per-example", "2"], "no label column"),
-    (["--mode", "perturb", "--from", "{badtype}", "--per-example", "2"], "is string in --from"),
+    (["--mode", "perturb", "--from", "{badtype}", "--per-example", "2"], "'age' is string (the bundle has int64)"),
     (["--mode", "perturb", "--from", "{src}", "--per-example", "2", "--noise", "-1"], "--noise must be >= 0"),
     (["--mode", "perturb", "--from", "{src}"], "exactly one of --per-example"),
     (["--per-class", "2", "--ray-address", "127.0.0.1:9"], "cannot reach Ray"),

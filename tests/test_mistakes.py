@@ -33,16 +33,6 @@ def test_negative_seed_is_refused_by_every_command(tmp_path, monkeypatch, comman
     assert list(tmp_path.iterdir()) == []
 
 
-def test_train_and_demo_without_torch_name_the_extra(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, as without the package
-    monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(cli, ["train", "--data", "x.parquet", "--label", "y", "--out", "m"])
-    one_line_error(r, 1, "needs torch", "augment[train]")
-    r = CliRunner().invoke(cli, ["demo", "--out", "d"])
-    one_line_error(r, 1, "needs torch", "augment[train]")
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_an_interrupted_demo_is_replaced_by_the_next(tmp_path, monkeypatch):
     """The marker was written last, so an interrupted demo left a folder the next demo refused."""
     import training.api

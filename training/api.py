@@ -52,7 +52,17 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
     out = Path(out)
     if out.exists() and not overwrite:  # refuse before spending minutes on training
         raise OutputExistsError(f"output folder {str(out)!r} exists (pass --overwrite to replace it)")
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    try:  # a library call leaves the process as it found it
+        return _train(table, label=label, out=out, config=config, image_shape=image_shape, overwrite=overwrite,
+                      progress=progress, source=source)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(table: pa.Table, *, label: str | None, out: Path, config: TrainConfig,
+           image_shape: tuple[int, int, int] | None, overwrite: bool, progress: bool, source: str | None) -> Bundle:
     started = time.perf_counter()
 
     codec = Codec.fit(table, label=label, image_shape=image_shape, categorical=list(config.categorical),

@@ -14,14 +14,6 @@ from augment.constants import DEVICES
 __all__ = ["train", "demo"]
 
 
-def _require_torch(command: str) -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise click.ClickException(f"augment {command} needs torch, which is not installed: "
-                                   "pip install 'augment[train]'") from None
-
-
 def _image_shape(ctx, param, value):
     if value is None:
         return None
@@ -68,7 +60,6 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
     \b
     augment train --data real.parquet --label label --out models/digits
     """
-    _require_torch("train")
     from augment.io import read_table
     from training.api import train as train_bundle
     from training.config import TrainConfig
@@ -139,7 +130,6 @@ def demo(out, per_class, epochs, seed, quiet):
     """
     import shutil
 
-    _require_torch("demo")
 
     from augment.generator import Generator
     from augment.batch.run import run_job

@@ -71,23 +71,50 @@ def _consistent(gen, table: pa.Table) -> np.ndarray:
     return np.asarray(gen.classify(table) == gen.codec.encode_labels(table), dtype=bool)
 
 
-@functools.lru_cache(maxsize=2)
+def _content_key(path: str) -> str:
+    """sha256 over the files of ``path`` (a file or a folder): a cache key that changes when the data does."""
+    import hashlib
+    from pathlib import Path
+
+    from augment.bundle import sha256_file
+
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{sha256_file(f)};".encode())
+    return digest.hexdigest()
+
+
 def _privacy_filter(reference: str, label: str | None, threshold: float, image_shape: tuple | None):
-    """The --min-distance filter over the --reference rows, built once per process (each worker loads it)."""
+    """The --min-distance filter over the --reference rows, built once per process (each worker loads it);
+    cached by the reference's content, so a file rewritten between two calls is read again."""
+    return _fitted_filter(_content_key(reference), reference, label, threshold, image_shape)
+
+
+@functools.lru_cache(maxsize=2)
+def _fitted_filter(key: str, reference: str, label: str | None, threshold: float, image_shape: tuple | None):
     from augment.evaluate.privacy import PrivacyFilter
     from augment.io import read_table
 
     return PrivacyFilter.fit(read_table(reference), label=label, threshold=threshold, image_shape=image_shape)
 
 
-def _keep_mask(gen, spec: JobSpec, table: pa.Table) -> np.ndarray:
-    mask = np.ones(table.num_rows, dtype=bool)
-    if spec.keep_consistent:
-        mask &= _consistent(gen, table)
+def _row_filter(gen, spec: JobSpec):
+    """The spec's row filters as one function table -> keep mask (the privacy filter looked up once per shard)."""
+    flt = None
     if spec.min_distance is not None:
         flt = _privacy_filter(spec.reference, gen.bundle.label_column, float(spec.min_distance), gen.codec.image_shape)
-        mask &= flt.keep_mask(table)
-    return mask
+
+    def keep_mask(table: pa.Table) -> np.ndarray:
+        mask = np.ones(table.num_rows, dtype=bool)
+        if spec.keep_consistent:
+            mask &= _consistent(gen, table)
+        if flt is not None:
+            mask &= flt.keep_mask(table)
+        return mask
+
+    return keep_mask
 
 
 def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
@@ -161,8 +188,9 @@ def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStat
             yield _columns(gen, spec, chunk)
         return
     exact = spec.mode == "sample"  # sampling tops up to the planned rows; other modes just drop
+    keep_mask = _row_filter(gen, spec)
     for chunk in raw:
-        mask = _keep_mask(gen, spec, chunk)
+        mask = keep_mask(chunk)
         kept = chunk.filter(arrays.from_numpy(mask))
         consumed = chunk.num_rows
         if exact and kept.num_rows > shard.rows - stats.kept:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from augment.batch.plan import largest_remainder
 from augment.errors import AugmentError, ClassNameError, InputError
 
-__all__ = ["parse_class_counts", "read_class_counts_file", "resolve_counts"]
+__all__ = ["parse_class_counts", "read_class_counts_file", "counts_from_mapping", "resolve_counts"]
 
 
 
@@ -65,6 +65,14 @@ def _add_count(out: dict[int, int], name: str, count, lookup: dict[str, int], cl
     out[index] = _positive(key, count)
 
 
+def counts_from_mapping(mapping, classes: list) -> dict[int, int]:
+    """``{"yes": 40000, "no": 5000}`` (class values or their names as text) -> rows per class index."""
+    lookup, out = _class_lookup(classes), {}
+    for name, count in dict(mapping).items():
+        _add_count(out, str(name), count, lookup, classes)
+    return out
+
+
 def read_class_counts_file(path: str, classes: list) -> dict[int, int]:
     """A JSON object ``{"yes": 40000, "no": 5000}`` (or a list of ``[name, count]`` pairs)."""
     try:
@@ -82,7 +90,7 @@ def read_class_counts_file(path: str, classes: list) -> dict[int, int]:
 
 
 def resolve_counts(classes: list, train_counts: list[int], *, per_class: int | None = None,
-                   class_counts: Iterable[str] = (), class_counts_file: str | None = None,
+                   class_counts: Iterable[str] | Mapping = (), class_counts_file: str | None = None,
                    balance: bool = False, rows: int | None = None) -> dict[int, int]:
     """Rows per class index from exactly one of the counts options (sample mode)."""
     given = [n for n, v in (("--per-class", per_class is not None), ("--class-counts", bool(list(class_counts))),
@@ -108,4 +116,6 @@ def resolve_counts(classes: list, train_counts: list[int], *, per_class: int | N
         if not counts:
             raise AugmentError("--balance: every class already has the largest count; nothing to generate")
         return counts
+    if isinstance(class_counts, Mapping):  # the Python API: {"yes": 40000, "no": 5000}
+        return counts_from_mapping(class_counts, classes)
     return parse_class_counts(class_counts, classes)

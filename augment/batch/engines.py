@@ -289,6 +289,9 @@ class RayEngine:
 
     def prepare(self) -> None:
         """Initialise Ray unless it already is (then it is left as found); before any file is written."""
+        from augment.extras import require
+
+        require("ray", "--engine ray")
         import ray
 
         self._owned = False

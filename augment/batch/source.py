@@ -12,7 +12,7 @@ import pyarrow as pa
 from augment.batch.plan import Shard
 from augment.errors import ClassNameError, InputError, SchemaError
 
-__all__ = ["Source", "open_source"]
+__all__ = ["Source", "open_source", "table_source", "check_schema", "label_indices"]
 
 
 
@@ -76,6 +76,43 @@ def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
         raise SchemaError(f"--from rows do not fit the bundle's types: {str(err).splitlines()[0]}") from None
 
 
+def check_schema(have: pa.Schema, real_schema: pa.Schema, label: str | None, what: str) -> None:
+    """Rows to perturb must hold the bundle's columns (label included) in compatible types: every problem at once."""
+    if label is None:
+        raise SchemaError("this bundle was trained without a label column; perturb and interpolate need one")
+    if label not in have.names:
+        raise SchemaError(f"{what} has no label column {label!r}: perturbed rows keep their source label")
+    missing = [f.name for f in real_schema if f.name not in have.names]
+    wrong = [f"{f.name!r} is {have.field(f.name).type} (the bundle has {f.type})" for f in real_schema
+             if f.name in have.names and not _compatible(have.field(f.name).type, f.type)]
+    problems = ([f"no column {', '.join(map(repr, missing))}"] if missing else []) + wrong
+    if problems:
+        raise SchemaError(f"{what} does not fit the bundle: {'; '.join(problems)}; the bundle needs "
+                          f"{', '.join(real_schema.names)}")
+
+
+def label_indices(label_col: pa.ChunkedArray | pa.Array, classes: list, what: str) -> np.ndarray:
+    """The class index of every row's label; labels the bundle does not know are an error naming them."""
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    values = label_col.to_pylist()
+    unknown = sorted({str(v) for v in values if str(v) not in lookup})
+    if unknown:
+        raise ClassNameError(f"{what} holds labels {unknown[:5]} that the bundle does not know; its classes are "
+                             + ", ".join(repr(str(c)) for c in classes))
+    return np.fromiter((lookup[str(v)] for v in values), dtype=np.int64, count=len(values))
+
+
+def table_source(table: pa.Table, real_schema: pa.Schema, label: str | None, classes: list,
+                 what: str = "the rows") -> pa.Table:
+    """Rows held in memory (the Python API's perturb) checked like ``--from`` and cast to the bundle's types."""
+    check_schema(table.schema, real_schema, label, what)
+    if table.num_rows == 0:
+        raise InputError(f"{what} hold no rows")
+    table = _cast(table, real_schema)
+    label_indices(table.column(label), classes, what)
+    return table
+
+
 def open_source(path: str, real_schema: pa.Schema, label: str | None, classes: list, *, load: bool) -> Source:
     """Check ``--from`` against the bundle (columns, types, labels) before anything is written."""
     if not Path(path).exists():
@@ -85,16 +122,7 @@ def open_source(path: str, real_schema: pa.Schema, label: str | None, classes: l
         have = dataset.schema
     except (pa.ArrowException, OSError, ValueError) as err:
         raise InputError(f"cannot read --from {path!r}: {str(err).splitlines()[0]}") from None
-    if label is None:
-        raise SchemaError("this bundle was trained without a label column; perturb and interpolate need one")
-    if label not in have.names:
-        raise SchemaError(f"--from {path!r} has no label column {label!r}: perturbed rows keep their source label")
-    for f in real_schema:
-        if f.name not in have.names:
-            raise SchemaError(f"--from {path!r} has no column {f.name!r}; the bundle needs {', '.join(real_schema.names)}")
-        got = have.field(f.name).type
-        if not _compatible(got, f.type):
-            raise SchemaError(f"column {f.name!r} is {got} in --from but {f.type} in the bundle")
+    check_schema(have, real_schema, label, f"--from {path!r}")
     if load:
         table = _cast(dataset.to_table(columns=real_schema.names), real_schema)
         label_col = table.column(label)
@@ -102,13 +130,7 @@ def open_source(path: str, real_schema: pa.Schema, label: str | None, classes: l
         table = None
         label_col = _cast(dataset.to_table(columns=real_schema.names[:0] + [label]),
                           pa.schema([real_schema.field(label)])).column(label)
-    lookup = {str(c): i for i, c in enumerate(classes)}
-    values = label_col.to_pylist()
-    unknown = sorted({str(v) for v in values if str(v) not in lookup})
-    if unknown:
-        raise ClassNameError(f"--from holds labels {unknown[:5]} that the bundle does not know; its classes are "
-                             + ", ".join(repr(str(c)) for c in classes))
-    labels = np.fromiter((lookup[str(v)] for v in values), dtype=np.int64, count=len(values))
+    labels = label_indices(label_col, classes, "--from")
     if len(labels) == 0:
         raise InputError(f"--from {path!r} holds no rows")
     return Source(str(path), real_schema, len(labels), labels, table)

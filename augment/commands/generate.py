@@ -125,6 +125,9 @@ def _min_distance(gen, value: str, reference: str | None, holdout: str | None, s
     from augment.evaluate.privacy import PrivacyFilter
     from augment.io import read_table
 
+    from augment.extras import require
+
+    require("evaluate", "--min-distance")  # its nearest-neighbour index is scikit-learn's
     if reference is None:
         raise AugmentError("--min-distance needs --reference, the rows the model was trained on")
     if value != "auto":

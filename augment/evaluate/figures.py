@@ -1,4 +1,8 @@
-"""The report's pictures (matplotlib, Agg backend): each function takes data and returns a Figure.
+"""The report's pictures: each function takes data and returns a matplotlib ``Figure``.
+
+Figures are made with ``matplotlib.figure.Figure`` directly, never through pyplot: nothing is registered with
+pyplot's global state and the process's backend is left as the user has it (a notebook keeps its inline
+backend); ``Figure.savefig`` renders with Agg on its own.
 
 Every figure carries a title, axis labels and a legend (or a colour bar) so it reads on its own.
 """
@@ -6,11 +10,9 @@ Every figure carries a title, axis labels and a legend (or a colour bar) so it r
 from __future__ import annotations
 
 import matplotlib
-
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 __all__ = [
     "column_scores_figure",
@@ -26,10 +28,11 @@ __all__ = [
 REAL, SYNTH = "#1f77b4", "#ff7f0e"
 
 
-def column_scores_figure(shapes: dict) -> plt.Figure:
+def column_scores_figure(shapes: dict) -> Figure:
     cols = [(n, c["score"], c["kind"]) for n, c in shapes["columns"].items() if "score" in c]
     cols.sort(key=lambda t: t[1])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(cols) + 1.5))
+    fig = Figure(figsize=(8, 0.35 * len(cols) + 1.5))
+    ax = fig.subplots()
     colors = [REAL if k == "numeric" else SYNTH for _, _, k in cols]
     ax.barh([n for n, _, _ in cols], [s for _, s, _ in cols], color=colors)
     low = min([s for _, s, _ in cols] + [1.0])
@@ -44,11 +47,12 @@ def column_scores_figure(shapes: dict) -> plt.Figure:
     return fig
 
 
-def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, kinds: dict, n: int = 6) -> plt.Figure:
+def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, kinds: dict, n: int = 6) -> Figure:
     cols = sorted(((c["score"], name) for name, c in shapes["columns"].items() if "score" in c))[:n]
     ncols = min(3, len(cols))
     nrows = int(np.ceil(len(cols) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
+    fig = Figure(figsize=(5.2 * ncols, 3.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (score, name) in zip(axes.flat, cols):
         if kinds[name] == "numeric":
             r, s = real[name].dropna().to_numpy(), synth[name].dropna().to_numpy()
@@ -83,7 +87,7 @@ def worst_columns_figure(real: pd.DataFrame, synth: pd.DataFrame, shapes: dict, 
     return fig
 
 
-def association_difference_figure(trends: dict, features: list[str]) -> plt.Figure:
+def association_difference_figure(trends: dict, features: list[str]) -> Figure:
     idx = {c: i for i, c in enumerate(features)}
     m = np.full((len(features), len(features)), np.nan)
     for p in trends["pairs"]:
@@ -92,7 +96,8 @@ def association_difference_figure(trends: dict, features: list[str]) -> plt.Figu
         d = abs(p["real"] - s) / (2.0 if p["metric"] == "pearson" else 1.0)
         m[a, b] = m[b, a] = d
     size = max(5.0, 0.45 * len(features) + 2)
-    fig, ax = plt.subplots(figsize=(size + 2.5, size))
+    fig = Figure(figsize=(size + 2.5, size))
+    ax = fig.subplots()
     im = ax.imshow(m, cmap="Reds", vmin=0, vmax=max(0.1, float(np.nanmax(m)) if np.isfinite(m).any() else 0.1))
     ax.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(features)), features, fontsize=8)
@@ -104,8 +109,9 @@ def association_difference_figure(trends: dict, features: list[str]) -> plt.Figu
     return fig
 
 
-def dcr_figure(d_syn: np.ndarray, d_hold: np.ndarray) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+def dcr_figure(d_syn: np.ndarray, d_hold: np.ndarray) -> Figure:
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.subplots()
     hi = float(np.quantile(np.concatenate([d_syn, d_hold]), 0.99)) or 1.0
     bins = np.linspace(0, hi, 50)
     ax.hist(np.clip(d_hold, 0, hi), bins=bins, alpha=0.55, color=REAL, label=f"held-out real (median {np.median(d_hold):.3f})")
@@ -119,9 +125,10 @@ def dcr_figure(d_syn: np.ndarray, d_hold: np.ndarray) -> plt.Figure:
     return fig
 
 
-def sweep_figure(sweep: dict) -> plt.Figure:
+def sweep_figure(sweep: dict) -> Figure:
     metric = sweep["metric"]
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.subplots()
     sizes = list(dict.fromkeys(c["real"] for c in sweep["cells"]))
     for size in sizes:
         pts = [(c["synthetic_multiplier"], c[metric]) for c in sweep["cells"] if c["real"] == size and isinstance(c.get(metric), float)]
@@ -157,9 +164,10 @@ def _show(ax, mosaic, title, shape, row_labels, per_row):
     ax.set_title(title)
 
 
-def sample_grid_figure(real: dict, synth: dict, shape, classes: list[str], per_class: int = 8) -> plt.Figure:
+def sample_grid_figure(real: dict, synth: dict, shape, classes: list[str], per_class: int = 8) -> Figure:
     """``real`` / ``synth``: class name -> (n, C*H*W) array in [0, 1]."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.7 * len(classes) + 1.6))
+    fig = Figure(figsize=(12, 0.7 * len(classes) + 1.6))
+    axes = fig.subplots(1, 2)
     for ax, data, title in ((axes[0], real, "Real"), (axes[1], synth, "Synthetic")):
         imgs = []
         for c in classes:
@@ -171,9 +179,10 @@ def sample_grid_figure(real: dict, synth: dict, shape, classes: list[str], per_c
     return fig
 
 
-def latent_map_figure(points: np.ndarray, labels: np.ndarray, classes: list[str], explained: tuple[float, float]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(8, 7))
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+def latent_map_figure(points: np.ndarray, labels: np.ndarray, classes: list[str], explained: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=(8, 7))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for i, c in enumerate(classes):
         sel = labels == i
         ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.6, color=cmap(i % cmap.N), label=str(c))
@@ -185,9 +194,10 @@ def latent_map_figure(points: np.ndarray, labels: np.ndarray, classes: list[str]
     return fig
 
 
-def interpolation_figure(strips: list[np.ndarray], shape, row_labels: list[str]) -> plt.Figure:
+def interpolation_figure(strips: list[np.ndarray], shape, row_labels: list[str]) -> Figure:
     steps = len(strips[0])
-    fig, ax = plt.subplots(figsize=(1.0 * steps + 2, 1.0 * len(strips) + 1.2))
+    fig = Figure(figsize=(1.0 * steps + 2, 1.0 * len(strips) + 1.2))
+    ax = fig.subplots()
     imgs = [img for strip in strips for img in strip]
     _show(ax, _mosaic(imgs, steps, shape), "Latent interpolation between two test images of one class", shape, row_labels, steps)
     ax.set_xlabel(f"{steps} steps from the first image (alpha 0) to the second (alpha 1)")

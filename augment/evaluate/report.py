@@ -106,12 +106,9 @@ def write_report(evaluation: Evaluation, out: str | Path, *, overwrite: bool = F
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / FIG_DIR, ignore_errors=True)
     (out / FIG_DIR).mkdir(parents=True, exist_ok=True)
-    import matplotlib.pyplot as plt
-
     written = []
     for name, fig in evaluation.figures.items():
-        fig.savefig(out / FIG_DIR / name, dpi=100)
-        plt.close(fig)
+        fig.savefig(out / FIG_DIR / name, dpi=100)  # a plain Figure: nothing to close in pyplot
         written.append(f"{FIG_DIR}/{name}")
     metrics = _jsonable({**evaluation.metrics, "figures": written})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from augment.evaluate.data import EvalSchema, limit_threads, skip
+from augment.evaluate.metrics import UTILITY_ROUNDS, boosted_trees
 
 __all__ = [
     "IMAGE_STEPS",
@@ -60,16 +61,7 @@ class TableEncoder:
 
 
 def _table_model(seed: int, categorical_mask):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    return HistGradientBoostingClassifier(
-        max_iter=200,
-        learning_rate=0.1,
-        max_leaf_nodes=31,
-        early_stopping=False,
-        categorical_features=categorical_mask if categorical_mask is not None and categorical_mask.any() else None,
-        random_state=seed,
-    )
+    return boosted_trees(seed, UTILITY_ROUNDS, categorical_mask)
 
 
 def _fit_image_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int, steps: int):
