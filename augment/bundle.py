@@ -35,6 +35,10 @@ BUNDLE_FILES = ("bundle.json", "encoder.onnx", "decoder.onnx")
 ONNX_FILES = ("encoder.onnx", "decoder.onnx")
 _REQUIRED = {"modality": str, "arrow_schema": str, "label": dict, "codec": dict, "latent_dim": int, "sampler": dict,
              "onnx": dict}
+# keys read inside those objects (a missing one was a KeyError far from the bundle)
+_REQUIRED_INNER = {"label": {"column": (str, type(None)), "classes": list, "counts": list},
+                   "codec": {"columns": list}, "sampler": {"default": str, "mixture": dict},
+                   "onnx": {"opset": int, "files": dict}}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -176,6 +180,11 @@ def _load_local(root: Path, name: str) -> Bundle:
         if not isinstance(meta.get(key), kind):
             raise BundleError(f"bundle {name!r}: bundle.json lacks {key!r} (or it is not a {kind.__name__}); "
                               f"the file was edited or written by another tool")
+    for key, inner in _REQUIRED_INNER.items():
+        for field, kind in inner.items():
+            if not isinstance(meta[key].get(field), kind):
+                raise BundleError(f"bundle {name!r}: bundle.json lacks {key}.{field} (or it is of the wrong type); "
+                                  f"the file was edited or written by another tool")
     recorded = meta["onnx"].get("files", {})
     for f in ONNX_FILES:
         actual = sha256_file(root / f)
@@ -186,6 +195,12 @@ def _load_local(root: Path, name: str) -> Bundle:
             )
     digest = hashlib.sha256(raw).hexdigest()
     return Bundle(path=root, json=meta, sha256=digest)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bundle(out: str | os.PathLike, meta: dict, onnx_files: dict[str, bytes | str | os.PathLike], *,
@@ -230,6 +245,9 @@ def _write_local(out: Path, meta: dict, onnx_files: dict[str, bytes | str | os.P
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         _fill(tmp, meta, onnx_files)
+        # mkdtemp makes the folder 0700: give it the permissions a plain mkdir would, so another user (the
+        # image's uid 1000, a team folder) can read the bundle.
+        os.chmod(tmp, 0o777 & ~_umask())
         for name in BUNDLE_FILES:  # durable before the rename that makes it the bundle
             fsync_file(tmp / name)
         fsync_dir(tmp)

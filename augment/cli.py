@@ -15,7 +15,10 @@ import click
 from augment import __version__
 from augment.errors import AugmentError
 
-__all__ = ["main", "cli"]
+__all__ = ["main", "cli", "SEED", "run_command"]
+
+# Every command's --seed: numpy, torch and the job's plan take seeds in [0, 2**63); -1 was a traceback deep inside.
+SEED = click.IntRange(0, 2**63 - 1)
 
 # name -> (module:attribute, one-line help shown by `augment --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {

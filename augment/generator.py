@@ -45,7 +45,7 @@ def batch_rows(output_dim: int) -> int:
 class Generator:
     """Loads a bundle once; ``sample``, ``perturb`` and ``interpolate`` return pyarrow Tables."""
 
-    def __init__(self, bundle: Bundle, *, device: str = "auto", threads: int | None = None,
+    def __init__(self, bundle: Bundle, *, device: str = "cpu", threads: int | None = None,
                  batch_size: int | None = None):
         self.bundle = bundle
         self.codec = Codec.from_json(bundle.json["codec"])
@@ -58,6 +58,8 @@ class Generator:
         self.encoder, info = make_session(bundle.encoder_path, device=device, threads=threads)
         self.decoder, _ = make_session(bundle.decoder_path, device=device, threads=threads)
         self.provider = info.provider
+        # "same seed, same bytes" holds on one provider: CPU unless CUDA is asked for (and what was got)
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self.threads = info.threads  # onnxruntime intra-op threads of both sessions
         self._rethreaded: dict[int, Generator] = {}
         self.output_schema = pa.schema(list(self.schema) + PROVENANCE_FIELDS)
@@ -71,9 +73,8 @@ class Generator:
             return self
         if threads not in self._rethreaded:
             other = copy.copy(self)
-            device = "cpu" if self.provider == "CPUExecutionProvider" else "auto"
-            other.encoder, _ = make_session(self.bundle.encoder_path, device=device, threads=threads)
-            other.decoder, _ = make_session(self.bundle.decoder_path, device=device, threads=threads)
+            other.encoder, _ = make_session(self.bundle.encoder_path, device=self.device, threads=threads)
+            other.decoder, _ = make_session(self.bundle.decoder_path, device=self.device, threads=threads)
             other.threads, other._rethreaded = threads, {}
             self._rethreaded[threads] = other
         return self._rethreaded[threads]

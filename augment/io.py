@@ -191,15 +191,21 @@ def detect_image_columns(table: pa.Table) -> list[str]:
     return found
 
 
-def _decode_png(data: bytes, column: str) -> np.ndarray:
-    """PNG bytes -> (C, H, W) uint8 array."""
+def _decode_png(data: bytes, column: str, shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """PNG bytes -> (C, H, W) uint8 array. With ``shape``, the PNG's declared size is compared with it before a
+    pixel is decoded (``Image.open`` is lazy), so a small PNG declaring 50,000 x 50,000 costs nothing."""
     from PIL import Image
 
     try:
         with Image.open(_pyio.BytesIO(data)) as img:
+            if shape is not None and (img.size[1], img.size[0]) != tuple(shape[1:]):
+                raise InputError(f"image column {column!r} holds a PNG of {img.size[0]}x{img.size[1]} pixels; the "
+                                 f"bundle's images are {shape[2]}x{shape[1]} (W x H)")
             if img.mode not in _PNG_CHANNELS:
                 img = img.convert("RGBA" if "A" in img.getbands() else ("L" if img.mode in ("1", "I", "I;16") else "RGB"))
             arr = np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as err:  # not an OSError: it would otherwise be a 500
+        raise InputError(f"image column {column!r} holds a PNG too large to decode ({_one_line(err)})") from None
     except (OSError, ValueError) as err:
         raise InputError(f"image column {column!r} holds bytes that are not a readable PNG ({_one_line(err)})") from err
     return arr[None, :, :] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1))
@@ -247,7 +253,7 @@ def image_to_array(column: pa.Array | pa.ChunkedArray, shape: tuple[int, int, in
         raise InputError(f"image column {name!r} has {arr.null_count} null rows: every row must hold an image")
     enc = image_encoding(arr.type)
     if enc == "png":
-        images = [_decode_png(v, name) for v in arr.to_pylist()]
+        images = [_decode_png(v, name, shape) for v in arr.to_pylist()]
         for img in images:
             if img.shape != tuple(shape):
                 raise InputError(f"image column {name!r} holds PNGs of shapes {img.shape} and {tuple(shape)} (C,H,W): all must be the same")

@@ -31,7 +31,7 @@ def _quiet_session(path: str, options: ort.SessionOptions, providers: list[str])
         ort.set_default_logger_severity(3)
 
 
-def make_session(path: str | os.PathLike, *, device: str = "auto", threads: int | None = None
+def make_session(path: str | os.PathLike, *, device: str = "cpu", threads: int | None = None
                  ) -> tuple[ort.InferenceSession, SessionInfo]:
     """An inference session on CUDA where it works (device auto|cuda), else CPU, with ``threads`` intra-op."""
     if device not in _DEVICES:

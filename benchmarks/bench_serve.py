@@ -4,6 +4,7 @@ errors, and the server's memory; plus an optional long run that checks memory do
     python benchmarks/bench_serve.py --model models/bank                        # the full matrix, ~10 min
     python benchmarks/bench_serve.py --model models/bank --servers uvicorn --seconds 3 --memory-seconds 0
     python benchmarks/bench_serve.py --model models/bank --only-memory --memory-seconds 300
+    python benchmarks/bench_serve.py --model models/bank --hostile 30           # mixed hostile load, then exit
 
 Each server runs as `augment serve` in a subprocess on 127.0.0.1 (never another interface). Every cell is
 bounded by --seconds and --max-requests, whichever comes first. Clients are asyncio + aiohttp in this process,
@@ -109,11 +110,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, kind: str, model: str, replicas: int, max_rows: int) -> None:
+    def __init__(self, kind: str, model: str, replicas: int, max_rows: int, extra: list[str] | None = None) -> None:
         self.kind, self.port = kind, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "augment.cli", "serve", "--model", model, "--host", "127.0.0.1",
-               "--port", str(self.port), "--max-rows", str(max_rows), "--log-level", "warning"]
+               "--port", str(self.port), "--max-rows", str(max_rows), "--log-level", "warning", *(extra or [])]
         if kind == "ray":
             cmd += ["--ray", "--replicas", str(replicas), "--threads", "1"]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -303,11 +304,16 @@ def main() -> None:
     p.add_argument("--memory-clients", type=int, default=8)
     p.add_argument("--only-memory", action="store_true", help="skip the matrix")
     p.add_argument("--out", default=None, help="write all results as JSON here")
+    p.add_argument("--hostile", type=float, default=0.0, help="seconds of mixed hostile load (then exit)")
+    p.add_argument("--hostile-clients", type=int, default=8)
     args = p.parse_args()
 
     model = os.path.abspath(args.model)
     bundle = json.loads((Path(model) / "bundle.json").read_text())
     classes = [str(c) for c in bundle["label"]["classes"]]
+    if args.hostile > 0:
+        print(hostile_run(model, classes, args.hostile, args.hostile_clients))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {"model": model, "cpus": os.cpu_count(), "servers": {}, "cells": [], "memory": None}
     for kind in args.servers.split(","):
@@ -344,6 +350,81 @@ def main() -> None:
         print(markdown([Cell(**c) for c in results["cells"]]))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+# --- hostile load: valid requests mixed with oversized, malformed and bomb ones --------------------------------
+
+
+def hostile_requests(classes: list[str], max_rows: int, max_body: int) -> dict[str, tuple]:
+    """kind -> (path, body bytes, content type, the statuses that count as refused correctly)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    n = 2_000_000  # 2,000,000 rows in a few KB: the footer says so, and that is all the service reads
+    bomb = io.BytesIO()
+    pq.write_table(pa.table({"x": pa.array([0] * n, pa.int8())}), bomb, compression="zstd")
+    gen = lambda body: orjson.dumps(body)  # noqa: E731
+    return {
+        "valid": ("/v1/generate", gen({"counts": {classes[0]: 100}, "seed": 1}), "application/json", (200,)),
+        "oversized rows": ("/v1/generate", gen({"counts": {classes[0]: max_rows + 1}}), "application/json", (413,)),
+        "oversized body": ("/v1/perturb", b'{"rows": [' + b'{"a": 1},' * (max_body // 9) + b'{}]}', "application/json", (413,)),
+        "malformed json": ("/v1/generate", b'{"counts": {', "application/json", (422,)),
+        "count as string": ("/v1/generate", gen({"n": "5", "class": classes[0]}), "application/json", (422,)),
+        "wrong type": ("/v1/generate", gen({"n": 5, "class": classes[0]}), "text/plain", (415,)),
+        "parquet bomb": ("/v1/perturb", bomb.getvalue(), "application/vnd.apache.parquet", (413, 422)),
+    }
+
+
+async def hostile_load(base: str, requests: dict[str, tuple], clients: int, seconds: float) -> dict:
+    kinds = list(requests)
+    stats = {k: {"requests": 0, "as_expected": 0, "statuses": {}, "latencies": []} for k in kinds}
+    stop = time.monotonic() + seconds
+
+    async def client(i: int, session: aiohttp.ClientSession) -> None:
+        j = i
+        while time.monotonic() < stop:
+            kind = kinds[j % len(kinds)]
+            j += 1
+            path, body, ctype, ok = requests[kind]
+            t0 = time.perf_counter()
+            try:
+                async with session.post(base + path, data=body, headers={"content-type": ctype}) as r:
+                    await r.read()
+                    status = r.status
+            except aiohttp.ClientError as exc:
+                status = type(exc).__name__
+            s = stats[kind]
+            s["requests"] += 1
+            s["latencies"].append(time.perf_counter() - t0)
+            s["statuses"][status] = s["statuses"].get(status, 0) + 1
+            s["as_expected"] += status in ok
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        await asyncio.gather(*(client(i, session) for i in range(clients)))
+    return stats
+
+
+def hostile_run(model: str, classes: list[str], seconds: float, clients: int) -> str:
+    max_rows, max_body = 10_000, 8 * 1024 * 1024
+    server = Server("uvicorn", model, 1, max_rows, extra=["--max-body-bytes", str(max_body)])
+    sampler = MemorySampler(server.proc.pid, 0.25)
+    sampler.start()
+    try:
+        stats = asyncio.run(hostile_load(server.base, hostile_requests(classes, max_rows, max_body), clients, seconds))
+    finally:
+        samples = sampler.stop()
+        server.stop()
+    lines = [f"hostile load: {clients} clients, {seconds:g} s, uvicorn on 127.0.0.1, --max-rows {max_rows}, "
+             f"--max-body-bytes {max_body}; server memory (PSS) idle {server.idle_mb:.0f} MB, "
+             f"max {max(mb for _, mb in samples):.0f} MB", "",
+             "| request | sent | answered as expected | statuses | p50 ms | p99 ms |", "|---|---:|---:|---|---:|---:|"]
+    for kind, s in stats.items():
+        lat = s["latencies"] or [0.0]
+        lines.append(f"| {kind} | {s['requests']} | {s['as_expected']} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in sorted(s['statuses'].items(), key=str))} | "
+                     f"{percentile(lat, 0.5) * 1000:.0f} | {percentile(lat, 0.99) * 1000:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

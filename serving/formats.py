@@ -30,7 +30,8 @@ __all__ = [
     "encode_json",
     "encode_table",
     "rows_to_table",
-    "read_table_body",
+    "cast_to_schema",
+    "check_names",
     "ColumnError",
 ]
 
@@ -245,15 +246,8 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def read_table_body(body: bytes, media_type: str, schema: pa.Schema) -> pa.Table:
-    """A Parquet or Arrow IPC stream body as a table of ``schema`` (columns in schema order, types cast)."""
-    try:
-        if media_type == PARQUET:
-            table = pq.read_table(io.BytesIO(body))
-        else:
-            table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ColumnError(None, f"the body is not a readable {media_type} file: {exc}") from None
+def cast_to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table read from a body as a table of ``schema`` (columns in schema order, types cast)."""
     _check_names(table.column_names, schema)
     table = table.select(schema.names)
     arrays = []
@@ -266,3 +260,6 @@ def read_table_body(body: bytes, media_type: str, schema: pa.Schema) -> pa.Table
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise ColumnError(field.name, f"column {field.name!r} has type {column.type}, expected {field.type}: {exc}") from None
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+check_names = _check_names

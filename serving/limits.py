@@ -11,7 +11,37 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["BodyLimitMiddleware", "estimate_response_bytes"]
+
+# Bytes per value as written, roughly from above: JSON numbers (float64 repr up to ~20 characters plus a comma),
+# Arrow/Parquet fixed widths. Images dominate: an MNIST row is 784 numbers.
+_JSON_NUMBER, _TEXT, _BLOB = 12, 24, 1024  # a blob: a PNG image, ~4/3 larger in JSON's base64
+
+
+def _values_per_row(t: Any) -> int:
+    import pyarrow as pa
+
+    if pa.types.is_fixed_size_list(t):
+        return t.list_size * _values_per_row(t.value_type)
+    return 1
+
+
+def estimate_response_bytes(schema: Any, rows: int, media_type: str) -> int:
+    """About how many bytes ``rows`` rows of ``schema`` take as ``media_type``: checked before generating."""
+    import pyarrow as pa
+
+    total = 0
+    for field in schema:
+        t, n = field.type, _values_per_row(field.type)
+        leaf = t.value_type if pa.types.is_fixed_size_list(t) else t
+        is_number = pa.types.is_integer(leaf) or pa.types.is_floating(leaf) or pa.types.is_boolean(leaf)
+        blob = pa.types.is_binary(leaf) or pa.types.is_large_binary(leaf)
+        if media_type == "application/json":
+            total += len(field.name) + 4 + (n * _JSON_NUMBER if is_number else (_BLOB * 4 // 3 if blob else _TEXT))
+        else:
+            total += n * max(1, leaf.bit_width // 8) if is_number else (_BLOB if blob else _TEXT)
+    return total * rows
+
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

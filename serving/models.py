@@ -17,7 +17,8 @@ Sampler = Literal[SAMPLERS]  # type: ignore[valid-type]  (the tuple of augment.c
 class GenerateRequest(BaseModel):
     """Rows to generate: ``counts`` per class name, or ``n`` rows of one ``class``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: {"n": "5"} or {"counts": {"yes": "100"}} is refused, not read as a number
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     counts: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
         default=None, description="rows per class name (class names as strings, e.g. {\"3\": 100})", examples=[{"yes": 100}]
@@ -47,7 +48,7 @@ class GenerateRequest(BaseModel):
 class PerturbRequest(BaseModel):
     """Real rows to perturb (JSON body). A Parquet or Arrow body sends the same options as query parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     rows: list[dict[str, Any]] = Field(min_length=1, description="row objects with the bundle's columns, label included")
     per_example: int = Field(default=1, ge=1, description="perturbed rows per source row")

@@ -5,54 +5,56 @@ A Serve config names the typed builder::
     applications:
       - name: augment
         import_path: serving.ray_app:build_app
-        args: {model: /models/bank, max_rows: 100000}
+        args: {model: /models/bank, max_rows: 100000, api_key_env: AUGMENT_API_KEY}
 
 and ``serve run deploy/serve_config.yaml`` validates ``args`` against ``AugmentServeArgs`` before anything
-starts. ``augment serve --ray`` calls the same builder. Replicas read the API key from their own
-environment (``api_key_env`` names the variable), so the key never travels through Ray's control plane.
+starts. ``augment serve --ray`` calls the same builder. ``AugmentServeArgs`` is derived from the fields of
+``serving.settings`` (ServeSettings and DeploySettings), so its keys are the CLI's options with underscores.
+Replicas read the API key from their own environment (``api_key_env`` names the variable), so the key never
+travels through Ray's control plane.
 """
 
 # No `from __future__ import annotations` here: Ray Serve reads the builder's parameter annotation as a class
 # to validate the config's `args` with, and postponed (string) annotations would hide it.
 
-from typing import Optional
+import dataclasses
+import typing
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from ray import serve
 from ray.serve import Application
 
-from serving.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ROWS, ServeSettings
+from serving.settings import DeploySettings, ServeSettings, check_exposure, setting_fields
 
 __all__ = ["AugmentServeArgs", "AugmentDeployment", "build_app", "DEPLOYMENT_NAME"]
 
 DEPLOYMENT_NAME = "augment"
 
 
-class AugmentServeArgs(BaseModel):
-    """The ``args`` of a Serve config that names ``serving.ray_app:build_app``."""
-
+class _ArgsBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="bundle folder, as the replicas see it (absolute, or relative to their working dir)")
-    max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1)
-    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
-    api_key_env: Optional[str] = Field(default=None, description="name of the environment variable holding the API key")
-    threads: Optional[int] = Field(default=None, ge=1, description="onnxruntime threads per replica (default: num_cpus)")
-    max_concurrent: int = Field(default=2, ge=1)
-    num_replicas: Optional[int] = Field(default=None, ge=1, description="fixed replica count (else the config's or 1)")
-    num_cpus: float = Field(default=1.0, gt=0, description="CPUs reserved per replica")
-    graceful_shutdown_timeout_s: float = Field(default=30.0, ge=0, description="time a stopping replica gives requests in flight")
-
     def settings(self) -> ServeSettings:
-        threads = self.threads if self.threads is not None else max(1, int(self.num_cpus))
-        return ServeSettings(
-            model=self.model,
-            max_rows=self.max_rows,
-            max_body_bytes=self.max_body_bytes,
-            api_key_env=self.api_key_env,
-            threads=threads,
-            max_concurrent=self.max_concurrent,
-        )
+        values = {f.name: getattr(self, f.name) for f in setting_fields(ServeSettings)}
+        if values["threads"] is None:  # a replica's threads follow the CPUs it reserves
+            values["threads"] = max(1, int(self.replica_cpus))
+        return ServeSettings(**values)
+
+
+def _args_model() -> type:
+    fields: dict = {}
+    for cls in (ServeSettings, DeploySettings):
+        hints = typing.get_type_hints(cls)
+        for f in setting_fields(cls):
+            meta = f.metadata
+            bounds = {("gt" if meta.get("min_open") else "ge"): meta["min"]} if meta.get("min") is not None else {}
+            default = ... if f.default is dataclasses.MISSING else f.default
+            fields[f.name] = (hints[f.name], Field(default=default, description=meta["help"], **bounds))
+    return create_model("AugmentServeArgs", __base__=_ArgsBase, __doc__="The ``args`` of a Serve config that names "
+                        "``serving.ray_app:build_app`` (the fields of serving.settings).", **fields)
+
+
+AugmentServeArgs = _args_model()
 
 
 @serve.deployment(
@@ -80,8 +82,12 @@ class AugmentDeployment:
 
 
 def build_app(args: AugmentServeArgs) -> Application:
-    """The typed application builder that ``import_path: serving.ray_app:build_app`` names."""
-    options: dict = {"ray_actor_options": {"num_cpus": args.num_cpus}, "graceful_shutdown_timeout_s": args.graceful_shutdown_timeout_s}
-    if args.num_replicas is not None:
-        options["num_replicas"] = args.num_replicas
+    """The typed application builder that ``import_path: serving.ray_app:build_app`` names.
+
+    Serve's proxies listen on every node, so a key (``api_key_env``) or an explicit ``no_auth: true`` is required.
+    """
+    check_exposure(args.settings(), None)
+    options: dict = {"ray_actor_options": {"num_cpus": args.replica_cpus}, "graceful_shutdown_timeout_s": args.graceful_timeout}
+    if args.replicas is not None:
+        options["num_replicas"] = args.replicas
     return AugmentDeployment.options(**options).bind(args.settings().to_json())

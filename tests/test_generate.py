@@ -319,18 +319,21 @@ def test_ctrl_c_leaves_no_manifest_and_resume_finishes(table_bundle, tmp_path):
     import signal
     import time
 
-    args = ["generate", "--model", str(table_bundle), "--per-class", "150000", "--rows-per-file", "20000",
+    args = ["generate", "--model", str(table_bundle), "--per-class", "20000", "--rows-per-file", "2500",
             "--engine", "local", "--quiet"]
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "augment.cli", *args, "--out", str(cut)],
+    # Each shard's decoding is slowed (0.5 s) in the child, so the 16-shard job cannot finish before Ctrl-C
+    # arrives: the test used to turn into a skip when it did.
+    slow = ("import sys, time; from augment.generator import Generator; real = Generator.sample\n"
+            "def sample(self, *a, **k):\n    time.sleep(0.5)\n    return real(self, *a, **k)\n"
+            "Generator.sample = sample\nfrom augment.cli import main; main(sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", slow, *args, "--threads", "1", "--out", str(cut)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(cut.glob("*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the job finished before Ctrl-C arrived")
     assert proc.returncode == 130 and "--resume" in err
     assert not (cut / "_manifest.json").exists() and not list(cut.glob(".tmp-*"))
     assert 1 <= len(list(cut.glob("*.parquet"))) < 16
@@ -425,10 +428,30 @@ def test_keep_consistent_perturb_drops_and_reports(image_bundle, tmp_path):
     m = json.loads((out / "_manifest.json").read_text())
     kc = m["keep_consistent"]
     assert kc["drawn"] == 600 and kc["kept"] == m["rows"] <= 600 and f"{kc['share_kept']:.1%}" in r.output
-    if m["rows"]:
-        gen = Generator.from_path(image_bundle)
-        table = ds.dataset(out, format="parquet").to_table()
-        assert (gen.classify(table) == gen.codec.encode_labels(table)).all()
+    # The check below was skipped exactly when the filter dropped every row: these rows must exist.
+    assert m["rows"] > 0
+    gen = Generator.from_path(image_bundle)
+    table = ds.dataset(out, format="parquet").to_table()
+    assert (gen.classify(table) == gen.codec.encode_labels(table)).all()
+
+
+def test_resume_with_a_row_filter_reports_the_share_of_this_runs_draws(table_bundle, gen, mixed_table, tmp_path):
+    """Shards kept by --resume have no count of draws: dividing every row by this run's draws reported "kept 171%".
+    (--min-distance tops each shard up to its planned rows, so its shards are the ones --resume keeps.)"""
+    train = tmp_path / "train.parquet"
+    pq.write_table(mixed_table, train)
+    out = tmp_path / "md"
+    spec = JobSpec(counts=((0, 100), (1, 100)), rows_per_file=50, seed=3, min_distance=0.05, reference=str(train))
+    with pytest.raises(KeyboardInterrupt):
+        run_job(Interrupting(gen, after=2), spec, out, engine="local", threads=1, progress=False, echo=lambda s: None)
+    assert 1 <= len(list(out.glob("*.parquet"))) < 4
+    r = invoke("--model", table_bundle, "--per-class", 100, "--rows-per-file", 50, "--seed", 3, "--min-distance", 0.05,
+               "--reference", train, "--engine", "local", "--threads", 1, "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "_manifest.json").read_text())
+    kc = m["keep_consistent"]
+    assert kc["resumed_rows"] > 0 and kc["kept"] == m["rows"] - kc["resumed_rows"]
+    assert 0 < kc["share_kept"] <= 1 and f"kept {kc['share_kept']:.1%} of the rows decoded by this run" in r.output
 
 
 # ---------------------------------------------------------------- --min-distance (privacy filter at generation time)
@@ -468,3 +491,74 @@ def test_min_distance_bad_input_is_one_line_and_writes_nothing(tmp_path, table_b
         result = invoke("--model", table_bundle, "--per-class", 10, *args, "--out", tmp_path / "out")
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
         assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- hardware, resume and option mistakes (issue 12)
+
+
+def test_generation_defaults_to_cpu_and_records_provider_and_version(table_bundle, tmp_path, monkeypatch):
+    """onnxruntime-gpu lists CUDA even without it; generation picked it and "same seed, same bytes" then
+    depended on the machine. CPU is the default; the provider and version go into _job.json and the manifest."""
+    import onnxruntime as ort
+
+    from augment import __version__
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    asked = []
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, providers, **k: asked.append(providers) or real(*a, providers=["CPUExecutionProvider"], **k))
+    out = tmp_path / "o"
+    r = invoke("--model", table_bundle, "--per-class", 20, "--engine", "local", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert asked and all(p == ["CPUExecutionProvider"] for p in asked)
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["provider"] == "CPUExecutionProvider" and m["augment_version"] == __version__
+
+
+def test_device_auto_falls_back_with_a_note_and_cuda_is_a_one_line_error(table_bundle, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    r = CliRunner().invoke(cli, ["generate", "--model", str(table_bundle), "--per-class", "5", "--device", "auto",
+                                 "--engine", "local", "--out", str(tmp_path / "a"), "--quiet"])
+    assert r.exit_code == 0 and "generating on CPU" in r.output
+    r = invoke("--model", table_bundle, "--per-class", 5, "--device", "cuda", "--out", tmp_path / "c")
+    assert r.exit_code == 1 and "device 'cuda'" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_resume_refuses_another_provider_or_version(table_bundle, gen, tmp_path):
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        run_job(Interrupting(gen, after=1), JobSpec(counts=((0, 50),), rows_per_file=20), out, engine="local",
+                threads=1, progress=False, echo=lambda s: None)
+    job = json.loads((out / "_job.json").read_text())
+    assert job["provider"] == "CPUExecutionProvider" and job["augment_version"]
+    args = ["--model", table_bundle, "--class-counts", "no=50", "--rows-per-file", 20, "--engine", "local",
+            "--out", out, "--resume"]
+    (out / "_job.json").write_text(json.dumps({**job, "provider": "CUDAExecutionProvider"}))
+    r = invoke(*args)
+    assert r.exit_code == 1 and "provider 'CUDAExecutionProvider'" in r.output and "--device" in r.output
+    (out / "_job.json").write_text(json.dumps({**job, "augment_version": "0.0.1"}))
+    r = invoke(*args)
+    assert r.exit_code == 1 and "augment version '0.0.1'" in r.output
+    (out / "_job.json").write_text(json.dumps(job))
+    assert invoke(*args).exit_code == 0
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"rows": 5}'])
+def test_resume_on_a_corrupt_manifest_is_one_line(table_bundle, tmp_path, content):
+    out = tmp_path / "o"
+    args = ["--model", table_bundle, "--per-class", 5, "--engine", "local", "--out", out]
+    assert invoke(*args).exit_code == 0
+    (out / "_manifest.json").write_text(content)
+    r = CliRunner().invoke(cli, ["generate", *map(str, args), "--resume", "--quiet"])
+    assert r.exit_code == 1 and "_manifest.json" in r.output and "--overwrite" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_rows_per_file_zero_is_refused(table_bundle, tmp_path):
+    """--rows-per-file 0 silently became 100,000 (`rows_per_file or DEFAULT`)."""
+    r = invoke("--model", table_bundle, "--per-class", 5, "--rows-per-file", 0, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "--rows-per-file" in r.output and "got 0" in r.output
+    assert not (tmp_path / "o").exists()

@@ -400,7 +400,7 @@ def test_perturb_wrong_type_names_the_column(client):
     "req, fragments",
     [
         ({"rows": []}, ["rows", "at least 1"]),
-        ({"rows": [1, 2]}, ["rows", "dictionary"]),
+        ({"rows": [1, 2]}, ["rows", "an object"]),
         ({"rows": real_rows(), "per_example": 0}, ["per_example", "greater than or equal to 1"]),
         ({"rows": real_rows(), "noise": -1}, ["noise", "greater than or equal to 0"]),
         ({"rows": real_rows(), "nosie": 1}, ["nosie", "Extra inputs"]),

@@ -125,8 +125,9 @@ def test_ray_serve_application_over_http(ray_local, table_bundle):
     config = yaml.safe_load((ROOT / "deploy" / "serve_config.yaml").read_text())["applications"][0]
     module, attr = config["import_path"].split(":")
     builder = getattr(importlib.import_module(module), attr)
-    # leave room on a 2-CPU test Ray; no API key: these replicas have no AUGMENT_API_KEY (keys: test_serving)
-    args = {**{k: v for k, v in config["args"].items() if k != "api_key_env"}, "model": str(table_bundle), "num_cpus": 0.5}
+    # leave room on a 2-CPU test Ray; the test Ray's workers do not have the config's key variable: no_auth
+    args = {**{k: v for k, v in config["args"].items() if k != "api_key_env"}, "no_auth": True,
+            "model": str(table_bundle), "replica_cpus": 0.5}
     app = call_user_app_builder_with_args_if_necessary(builder, args)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -164,3 +165,20 @@ def test_serve_config_args_are_validated_by_the_typed_builder():
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == config  # the RayService serves the same config
     job = yaml.safe_load((ROOT / "deploy" / "rayjob.yaml").read_text())
     assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("augment generate ")
+
+
+def test_cli_options_and_serve_args_come_from_the_settings_fields():
+    import dataclasses
+
+    from serving.cli import serve
+    from serving.ray_app import AugmentServeArgs
+    from serving.settings import DeploySettings, ServeSettings
+
+    names = [f.name for cls in (ServeSettings, DeploySettings) for f in dataclasses.fields(cls)]
+    assert list(AugmentServeArgs.model_fields) == names
+    options = {p.name: p for p in serve.params}
+    for cls in (ServeSettings, DeploySettings):
+        for f in dataclasses.fields(cls):
+            assert options[f.name].help == f.metadata["help"] == AugmentServeArgs.model_fields[f.name].description
+            if f.default is not dataclasses.MISSING:
+                assert options[f.name].default == f.default == AugmentServeArgs.model_fields[f.name].default

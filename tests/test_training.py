@@ -314,3 +314,77 @@ def test_latent_mixture_defaults_by_modality_and_overrides(table_bundle, image_b
         assert all(np.allclose(np.diag(c), 0.25 * inflate, atol=2e-3) for c in cov)
     with pytest.raises(ValueError, match="mixture inflate"):
         TrainConfig(mixture_inflate=-1)
+
+
+def test_a_diverged_model_stops_training_with_a_clear_error(tmp_path, mixed_table, monkeypatch):
+    """A NaN loss was trained on for every remaining epoch and the NaN decoder exported."""
+    from training import trainer
+
+    real = trainer.ReconstructionLoss
+
+    class Diverging(real):
+        def forward(self, params, x):
+            return super().forward(params, x) * float("nan")
+
+    monkeypatch.setattr(trainer, "ReconstructionLoss", Diverging)
+    out = tmp_path / "b"
+    with pytest.raises(AugmentError, match=r"training diverged: the loss is nan at epoch 1, step 1.*--lr"):
+        train(mixed_table, label="label", out=out, config=TrainConfig(**TINY), progress=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_non_finite_outputs_and_parity_sees_nan():
+    model = build_model("table", 6, 9, 2, 3, 8, logvar_index=(1, 4)).eval()
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "dec" in n).fill_(float("nan"))
+    with pytest.raises(AugmentError, match="non-finite outputs \\(params"):
+        export_mod.export_onnx(model, x, y)
+    from onnx import TensorProto, helper
+
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", io_[:1], io_[1:])
+    identity = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+    nan = np.array([np.nan, 1.0], np.float32)
+    assert export_mod._max_diff(identity, {"x": nan}, [nan]) == float("inf")  # nan - nan is nan; nan > tol is False
+    assert export_mod._max_diff(identity, {"x": nan[1:].repeat(2)}, [nan[1:].repeat(2)]) == 0.0
+
+
+@pytest.mark.parametrize("path, value", [(("label", "classes"), None), (("onnx", "files"), None),
+                                         (("sampler", "mixture"), None), (("codec", "columns"), "x")])
+def test_bundle_json_missing_an_inner_key_is_a_bundle_error(tmp_path, table_bundle, path, value):
+    """``del meta["label"]["classes"]`` was a KeyError (a traceback) far from the bundle."""
+    b = _copy_bundle(table_bundle, tmp_path / "b")
+    meta = json.loads((b / "bundle.json").read_text())
+    if value is None:
+        del meta[path[0]][path[1]]
+    else:
+        meta[path[0]][path[1]] = value
+    (b / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=f"lacks {path[0]}.{path[1]}"):
+        load_bundle(b)
+    r = CliRunner().invoke(cli, ["info", str(b)])
+    assert r.exit_code == 1 and f"{path[0]}.{path[1]}" in r.output and "Traceback" not in r.output
+
+
+def test_bundle_folder_and_files_get_the_umask_permissions_and_are_synced(tmp_path, table_bundle, monkeypatch):
+    """mkdtemp + rename left the bundle folder 0700: unreadable to another user (a team folder, uid 1000)."""
+    import os
+    import stat
+
+    from augment import bundle as bundle_mod
+
+    synced = []
+    for name in ("fsync_file", "fsync_dir"):
+        monkeypatch.setattr(bundle_mod, name, lambda p, real=getattr(bundle_mod, name): synced.append(Path(p).name) or real(p))
+    meta = json.loads((table_bundle / "bundle.json").read_text())
+    files = {name: table_bundle / name for name in ("encoder.onnx", "decoder.onnx")}
+    old = os.umask(0o022)
+    try:
+        out = bundle_mod.write_bundle(tmp_path / "b", meta, files).path
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert all(stat.S_IMODE((out / n).stat().st_mode) == 0o644 for n in bundle_mod.BUNDLE_FILES)
+    assert set(bundle_mod.BUNDLE_FILES) <= set(synced) and out.parent.name in synced  # files, folder, parent

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from augment.cli import run_command
+from augment.cli import SEED, run_command
 from augment.constants import DEVICES
 
 __all__ = ["train", "demo"]
@@ -36,7 +36,7 @@ def _image_shape(ctx, param, value):
 @click.option("--hidden", type=click.IntRange(min=2), default=256, show_default=True, help="Hidden layer width.")
 @click.option("--beta", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Weight of the KL term.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--class-balance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Draw batches with weights count(class)**-B: 0 = data proportions, 1 = balanced classes.")
@@ -148,15 +148,16 @@ def _demo_picture(real, synth_dir: Path, out: Path) -> Path:
 @click.option("--out", type=click.Path(), default="augment-demo", show_default=True, help="Folder for everything the demo writes.")
 @click.option("--per-class", type=click.IntRange(min=1), default=500, show_default=True, help="Synthetic images per class.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: from the data size).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @run_command
 def demo(out, per_class, epochs, seed, quiet):
     """Offline end to end: train on scikit-learn's digits, generate images per class, write Parquet.
 
-    Re-running replaces the previous demo folder (and only a demo folder).
+    Re-running replaces the previous demo folder (and only a demo folder, even one an interrupted demo left).
     """
     import shutil
+
 
     from augment.generator import Generator
     from augment.batch.run import run_job
@@ -170,6 +171,9 @@ def demo(out, per_class, epochs, seed, quiet):
         if not marker.is_file():
             raise click.ClickException(f"{out!r} exists and is not a folder the demo wrote (choose another --out)")
         shutil.rmtree(root)
+    root.mkdir(parents=True)
+    # The marker first: an interrupted demo leaves a folder the next demo recognises and replaces.
+    marker.write_text(json.dumps({"complete": False}))
     start = time.perf_counter()
     table = digits_table()
     click.echo(f"1/3 training a CVAE on scikit-learn's digits ({table.num_rows} images, 8x8, 10 classes)", err=True)
@@ -182,7 +186,7 @@ def demo(out, per_class, epochs, seed, quiet):
                        echo=lambda line: click.echo(line, err=True))
     picture = _demo_picture(table, root / "synthetic", root / "samples.png")
     seconds = time.perf_counter() - start
-    marker.write_text(json.dumps({"seconds": round(seconds, 1), "per_class": per_class, "seed": seed}))
+    marker.write_text(json.dumps({"complete": True, "seconds": round(seconds, 1), "per_class": per_class, "seed": seed}))
     click.echo(f"3/3 done in {seconds:.0f} s", err=True)
     click.echo(f"bundle:    {bundle.path}   (augment info {bundle.path})")
     click.echo(f"synthetic: {root / 'synthetic'}   ({manifest['rows']:,} rows of Parquet: "

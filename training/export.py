@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import warnings
 
 import numpy as np
@@ -50,8 +51,12 @@ def _export(module: torch.nn.Module, args: tuple, inputs: list[str], outputs: li
 
 
 def _max_diff(onnx_bytes: bytes, feeds: dict[str, np.ndarray], expected: list[np.ndarray]) -> float:
+    """The largest absolute difference; infinite when either side holds a NaN or an infinity (``nan > tol`` is
+    False, so a NaN difference would otherwise pass the parity check)."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     got = session.run(None, feeds)
+    if not all(np.isfinite(a).all() for a in [*got, *expected]):
+        return math.inf
     return float(max(np.abs(g - e).max() for g, e in zip(got, expected)))
 
 
@@ -62,6 +67,10 @@ def export_onnx(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[b
     with torch.no_grad():
         mu, logvar = model.encode(xt, yt)
         params = model.decode(mu, yt)
+    bad = [name for name, t in (("mu", mu), ("logvar", logvar), ("params", params)) if not torch.isfinite(t).all()]
+    if bad:
+        raise AugmentError(f"the trained model gives non-finite outputs ({', '.join(bad)} hold NaN or infinity on real "
+                           "rows); the bundle was not written. Lower --lr, or look for extreme values in the data")
     enc = _export(EncoderExport(model), (xt, yt), ["x", "y"], ["mu", "logvar"])
     dec = _export(DecoderExport(model), (mu, yt), ["z", "y"], ["params"])
     enc_diff = _max_diff(enc, {"x": x, "y": y}, [mu.numpy(), logvar.numpy()])

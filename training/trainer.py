@@ -65,6 +65,15 @@ def split_indices(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.nda
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def _check_finite(loss: float, where: str, config: TrainConfig) -> None:
+    # A NaN loss once trained on silently and a NaN decoder was exported: stop at the first one instead.
+    if not math.isfinite(loss):
+        raise AugmentError(
+            f"training diverged: the loss is {loss} at {where}; nothing was written. Lower --lr (now {config.lr:g}), "
+            "or look for extreme values in the data"
+        )
+
+
 def _evaluate(model, recon, x, y, batch_size) -> tuple[float, float]:
     model.eval()
     total_r = total_k = 0.0
@@ -138,10 +147,13 @@ def fit(model: torch.nn.Module, segments, x: np.ndarray, y_onehot: np.ndarray, y
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             sched.step()
-            sum_r += r.item()
-            sum_k += k.item()
+            r_val, k_val = r.item(), k.item()
+            _check_finite(r_val + w * k_val, f"epoch {epoch + 1}, step {s + 1}", config)
+            sum_r += r_val
+            sum_k += k_val
         vr, vk = _evaluate(model, recon, xv, yv, bs)
         val = vr + config.beta * vk
+        _check_finite(val, f"epoch {epoch + 1} (validation)", config)
         row = {"epoch": epoch + 1, "recon": sum_r / steps, "kl": sum_k / steps, "val_recon": vr, "val_kl": vk, "val": val}
         history.append(row)
         bar.set_postfix(recon=f"{row['recon']:.3f}", kl=f"{row['kl']:.2f}", val=f"{val:.3f}")

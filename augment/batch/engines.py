@@ -66,7 +66,8 @@ class LocalEngine:
             with blas_single_thread():
                 return write_shards(gen, spec, items, out_dir, on_rows=on_rows, on_shard=on_shard,
                                     threads=self.threads_used)
-        return _run_pool(self.processes, self.threads_used, bundle_path, spec, items, out_dir, on_rows, on_shard)
+        return _run_pool(self.processes, self.threads_used, bundle_path, spec, items, out_dir, on_rows, on_shard,
+                         device=getattr(gen, "device", "cpu"))
 
 
 _WORKER: dict = {}
@@ -87,14 +88,15 @@ def _can_spawn() -> bool:
     return bool(path) and os.path.isfile(path)
 
 
-def _pool_init(bundle_path: str, threads: int, progress, held) -> None:
+def _pool_init(bundle_path: str, threads: int, progress, held, device: str = "cpu") -> None:
     import signal
 
     from augment.generator import Generator
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops the pool
     blas_single_thread()  # for the life of the worker
-    _WORKER.update(gen=Generator.from_path(bundle_path, threads=threads), threads=threads, progress=progress, held=held)
+    _WORKER.update(gen=Generator.from_path(bundle_path, threads=threads, device=device), threads=threads,
+                   progress=progress, held=held)
 
 
 def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict:
@@ -107,7 +109,8 @@ def _pool_shard(spec_json: dict, shard_json: dict, source, out_dir: str) -> dict
                         out_dir, on_rows=progress.put, threads=_WORKER["threads"])[0]
 
 
-def _run_pool(processes: int, threads: int, bundle_path: str, spec, items, out_dir: str, on_rows, on_shard) -> list[dict]:
+def _run_pool(processes: int, threads: int, bundle_path: str, spec, items, out_dir: str, on_rows, on_shard, *,
+              device: str = "cpu") -> list[dict]:
     """Shards on ``processes`` spawned processes, at most two each in flight; progress per written chunk."""
     import multiprocessing as mp
     import queue as queue_mod
@@ -134,7 +137,7 @@ def _run_pool(processes: int, threads: int, bundle_path: str, spec, items, out_d
                 return
 
     pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_pool_init,
-                               initargs=(bundle_path, threads, progress, held))
+                               initargs=(bundle_path, threads, progress, held, device))
     try:
         for shard, source in _chain(first, items):
             while len(pending) >= 2 * processes:

@@ -45,9 +45,12 @@ def read_manifest(out: str | os.PathLike | Location) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except ValueError as err:
         raise AugmentError(f"cannot read {path.uri} ({one_line(err)}); use --overwrite to start over") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("bundle"), dict):
+        raise AugmentError(f"{path.uri} is not an augment manifest; use --overwrite to start over")
+    return manifest
 
 
 def _ours(names: list[str]) -> bool:
@@ -92,6 +95,11 @@ def check_job_file(out: Location, job: dict) -> None:
     except (OSError, ValueError, StorageError) as err:
         raise AugmentError(f"--resume: cannot read {out.join(JOB_FILE).uri} ({one_line(err)}); "
                            "use --overwrite to start over") from None
+    for key, flag in (("provider", "--device"), ("augment_version", "augment")):
+        # the same seed gives the same bytes on one provider and one version only: a mix would be two datasets
+        if before.get(key) != job.get(key):
+            raise AugmentError(f"--resume: {out.uri!r} was started with {key.replace('_', ' ')} {before.get(key)!r}, "
+                               f"this run has {job.get(key)!r}; rerun with the same {flag}, or use --overwrite")
     for key in ("bundle_sha256", "spec"):
         if before.get(key) != job.get(key):
             if key == "spec":
@@ -172,6 +180,15 @@ def abandon(out: Location, created: bool) -> None:
         out.local_path.rmdir()
 
 
+def _share_kept(files: list[dict]) -> dict:
+    """Rows kept of rows decoded, over the shards decoded by this run: a shard kept by --resume has no count of
+    the rows drawn for it (dividing all rows by this run's draws once reported "kept 171%")."""
+    decoded = [r for r in files if r.get("drawn") is not None]
+    drawn, kept = sum(r["drawn"] for r in decoded), sum(r["rows"] for r in decoded)
+    return {"drawn": drawn, "kept": kept, "share_kept": round(kept / drawn, 4) if drawn else None,
+            "resumed_rows": sum(r["rows"] for r in files if r.get("drawn") is None)}
+
+
 def build_manifest(*, job: dict, classes: list, results: list[dict], timings: dict, engine: dict,
                    schema: pa.Schema, extra: dict | None = None) -> dict:
     """The manifest: what was written (files in plan order), how, and from what."""
@@ -181,7 +198,6 @@ def build_manifest(*, job: dict, classes: list, results: list[dict], timings: di
     for r in files:
         for k, v in r["rows_per_class"].items():
             per_class[k] = per_class.get(k, 0) + v
-    drawn = [r["drawn"] for r in files if r.get("drawn") is not None]
     rows = sum(r["rows"] for r in files)
     return {
         "format": FORMAT,
@@ -200,9 +216,8 @@ def build_manifest(*, job: dict, classes: list, results: list[dict], timings: di
                    "class_index": r["shard"]["class_index"], "shard": r["shard"]["index"],
                    "resumed": bool(r.get("resumed")), **({"node": r["node"]} if r.get("node") else {})}
                   for r in files],
-        "keep_consistent": ({"drawn": sum(drawn), "kept": rows, "share_kept": round(rows / max(1, sum(drawn)), 4)}
-                            if job["spec"].get("keep_consistent") or job["spec"].get("min_distance") is not None
-                            else None),
+        "keep_consistent": (_share_kept(files) if job["spec"].get("keep_consistent")
+                            or job["spec"].get("min_distance") is not None else None),
         "timings": timings,
         **(extra or {}),
     }

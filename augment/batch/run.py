@@ -192,7 +192,7 @@ def _run(gen, spec: JobSpec, out: Location, runner, shards: list[Shard], source:
     created = not out.exists()
     resuming = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     job = {"format": "augment-job/1", "bundle_path": gen.bundle.source, "bundle_sha256": gen.bundle.sha256,
-           "spec": spec.to_json(), "plan": [s.to_json() for s in shards]}
+           "spec": spec.to_json(), "plan": [s.to_json() for s in shards], **run_environment(gen)}
     label = gen.bundle.label_column
     done: dict[str, dict] = {}
     if resuming:
@@ -200,7 +200,7 @@ def _run(gen, spec: JobSpec, out: Location, runner, shards: list[Shard], source:
         if finished is not None:
             if finished.get("options") != job["spec"] or finished.get("bundle", {}).get("sha256") != gen.bundle.sha256:
                 raise AugmentError(f"--resume: {out.uri!r} holds a finished, different job; use --overwrite")
-            echo(f"{out} is already complete ({_fmt_rows(finished['rows'])} rows); nothing to do")
+            echo(f"{out} is already complete ({_fmt_rows(finished.get('rows', 0))} rows); nothing to do")
             return finished
         check_job_file(out, job)
         remove_temporaries(out)
@@ -230,8 +230,8 @@ def _run(gen, spec: JobSpec, out: Location, runner, shards: list[Shard], source:
     where = where_section(gen, spec, results)
     manifest = build_manifest(job=job, classes=gen.classes, results=results, timings=timings,
                               engine=runner.describe(), schema=output_schema(gen, spec),
-                              extra={"identifiers": [{"name": c.name, "format": c.format}
-                                                     for c in identifier_columns(gen)],
+                              extra={"provider": job["provider"],
+                                     "identifiers": [{"name": c.name, "format": c.format} for c in identifier_columns(gen)],
                                      **({"where": where} if where else {})})
     finish(out, manifest)  # the manifest last: from here on the folder is a result
     echo(summary(manifest, out, resumed=len(done)))
@@ -257,6 +257,13 @@ def _progress_bar(total: int, initial: int, enabled: bool):
                 disable=not enabled, desc="generate", smoothing=0.1)
 
 
+def run_environment(gen) -> dict:
+    """What the bytes depend on besides the spec and bundle: the execution provider and augment's version."""
+    from augment import __version__
+
+    return {"provider": getattr(gen, "provider", "CPUExecutionProvider"), "augment_version": __version__}
+
+
 def summary(manifest: dict, out, resumed: int = 0) -> str:
     per_class = ", ".join(f"{c['class']}: {_fmt_rows(c['rows'])}" for c in manifest["rows_per_class"] if c["rows"])
     t = manifest["timings"]
@@ -269,8 +276,8 @@ def summary(manifest: dict, out, resumed: int = 0) -> str:
     if measured:
         line += "; --where kept " + ", ".join(f"{c['acceptance']:.1%} ({c['class']})" for c in measured) + \
                 " of decoded rows"
-    if manifest.get("keep_consistent"):
+    if manifest.get("keep_consistent") and manifest["keep_consistent"]["share_kept"] is not None:
         what = " and ".join(n for n, on in (("--keep-consistent", manifest["options"].get("keep_consistent")),
                                             ("--min-distance", manifest["options"].get("min_distance") is not None)) if on)
-        line += f"; {what} kept {manifest['keep_consistent']['share_kept']:.1%} of decoded rows"
+        line += f"; {what} kept {manifest['keep_consistent']['share_kept']:.1%} of the rows decoded by this run"
     return line

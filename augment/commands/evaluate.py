@@ -10,7 +10,7 @@ import time
 
 import click
 
-from augment.cli import run_command
+from augment.cli import SEED, run_command
 from augment.commands.split import label_from
 from augment.errors import InputError, OutputExistsError
 
@@ -56,7 +56,7 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--report", "report_path", required=True, type=click.Path(), help="Folder for metrics.json, index.html, figures/.")
 @click.option("--model", "model_path", default=None, type=click.Path(), help="Bundle: label, class order, latent map, interpolations.")
 @click.option("--label", default=None, help="Label column (default: the bundle's, or the file's label_column metadata).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--sweep-real", default="1%,10%,100%", show_default=True, help="Real subsets: percentages or N/class; none skips the sweep (its classifiers take most of an image "
               "evaluation's time).")
 @click.option("--sweep-synth", default="0,1,2,5", show_default=True, help="Synthetic rows added, as multiples of the subset.")

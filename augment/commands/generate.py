@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from augment.cli import run_command
-from augment.constants import MODES, SAMPLERS, WHERE_PROPOSALS
+from augment.cli import SEED, run_command
+from augment.constants import DEVICES, MODES, SAMPLERS, WHERE_PROPOSALS
 
 __all__ = ["generate"]
 
@@ -40,7 +40,7 @@ __all__ = ["generate"]
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="mixture", show_default=True,
               help="Latent draws: the fitted per-class mixture or the N(0, T^2 I) prior.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Scale of latent and output noise.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Job seed: same seed, same bytes.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Job seed: same seed, same bytes.")
 @click.option("--rows-per-file", type=int, default=None, help="Rows per Parquet file (default 100,000).")
 @click.option("--keep-consistent", is_flag=True,
               help="Drop rows the bundle's per-class mixture assigns to another class (sample mode tops up).")
@@ -69,11 +69,14 @@ __all__ = ["generate"]
 @click.option("--dry-run", is_flag=True, help="Print the plan (files, rows, estimated size and time); write nothing.")
 @click.option("--provenance", is_flag=True,
               help="Add the augment_* columns: mode, source row(s) of perturb/interpolate, interpolation alpha.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="onnxruntime provider: cpu, cuda (an error without CUDA) or auto (CUDA if it works, else CPU). "
+                   "Same seed, same bytes holds on one provider; --resume refuses another.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def generate(model, out, mode, per_class, class_counts, class_counts_file, balance, rows, source, per_example,
              noise, pairs, steps, sampler, temperature, seed, rows_per_file, keep_consistent, min_distance, reference, holdout, where, where_proposal,
-             engine, workers, threads, ray_address, gpus_per_worker, resume, overwrite, dry_run, provenance, quiet) -> None:
+             engine, workers, threads, ray_address, gpus_per_worker, resume, overwrite, dry_run, provenance, device, quiet) -> None:
     """Generate labeled synthetic rows to Parquet (local or Ray)."""
     from augment.errors import AugmentError
     from augment.generator import Generator
@@ -85,8 +88,8 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     if threads is not None and threads < 1:
         raise click.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
-    if seed < 0:
-        raise click.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
+    if rows_per_file is not None and rows_per_file < 1:  # was `rows_per_file or 100_000`: 0 became the default
+        raise click.BadParameter(f"must be >= 1, got {rows_per_file}", param_hint="--rows-per-file")
     if mode != "sample":
         others = [n for n, v in (("--class-counts", class_counts), ("--class-counts-file", class_counts_file),
                                  ("--balance", balance), ("--rows", rows)) if v]
@@ -102,7 +105,9 @@ def generate(model, out, mode, per_class, class_counts, class_counts_file, balan
     # at the edge: every path becomes absolute (or stays a URI) before it reaches a worker elsewhere
     model, out = resolve(model).uri, resolve(out).uri
     source, reference, holdout = (resolve(p).uri if p else None for p in (source, reference, holdout))
-    gen = Generator.from_path(model)
+    gen = Generator.from_path(model, device=device)
+    if device == "auto" and gen.device == "cpu":
+        click.echo("note: --device auto: CUDA is not available to onnxruntime here; generating on CPU", err=True)
     counts: dict[int, int] = {}
     if mode == "sample":
         counts = resolve_counts(gen.classes, gen.bundle.class_counts, per_class=per_class, class_counts=class_counts,

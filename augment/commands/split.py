@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from augment.cli import run_command
+from augment.cli import SEED, run_command
 from augment.errors import InputError, OutputExistsError
 
 __all__ = ["split", "split_table", "label_from"]
@@ -66,7 +66,7 @@ def split_table(table, label: str, *, test_size: float, seed: int, per_class: in
 @click.option("--label", default=None, help="Label column to stratify by (default: the file's label_column metadata).")
 @click.option("--test-size", default=0.2, show_default=True, type=float, help="Fraction (< 1) or number of test rows.")
 @click.option("--per-class", default=None, type=click.IntRange(min=1), help="Instead: exactly N training rows per class, the rest test.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--out", required=True, type=click.Path(), help="Folder for train.parquet and test.parquet.")
 @click.option("--overwrite", is_flag=True, help="Replace train.parquet / test.parquet if they exist.")
 @run_command

@@ -178,14 +178,17 @@ def parse_real_sizes(spec: str) -> list[str]:
         return []
     items = [s.strip() for s in spec.split(",") if s.strip()]
     for s in items:
+        # explicit checks, not `assert`: python -O strips asserts, and "0%" or "-3/class" would then pass
         try:
             if s.endswith("%"):
-                assert 0 < float(s[:-1]) <= 100
+                ok = 0 < float(s[:-1]) <= 100
             elif s.endswith("/class"):
-                assert int(s[: -len("/class")]) >= 1
+                ok = int(s[: -len("/class")]) >= 1
             else:
-                raise ValueError
-        except (ValueError, AssertionError):
+                ok = False
+        except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(f"real subset size {s!r}: use a percentage like 10% (0 < p <= 100), N/class like 20/class, "
                              "or none") from None
     if not items:
