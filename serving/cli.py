@@ -25,8 +25,8 @@ __all__ = ["serve", "settings_options"]
 
 
 def _click_type(hint: typing.Any, meta: typing.Mapping) -> typing.Any:
-    if meta.get("kind") == "dir":
-        return click.Path(exists=True, file_okay=False)
+    if meta.get("kind") == "dir":  # a folder or a URI (s3://...): checked by loading it, in one line
+        return str
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)  # X | None -> X
     if base is int:
         return click.IntRange(min=meta.get("min"), min_open=meta.get("min_open", False))

@@ -35,7 +35,7 @@ def _opt(help: str, **meta: Any) -> dict:
 class ServeSettings:
     """What one process of the service needs to know (see each field's help)."""
 
-    model: str = field(metadata=_opt("Bundle folder.", kind="dir"))
+    model: str = field(metadata=_opt("Bundle folder, or its URI (s3://, gs://, file://): loaded once per replica.", kind="dir"))
     max_rows: int = field(default=DEFAULT_MAX_ROWS, metadata=_opt("Rows one request may ask for (413 beyond).", min=1))
     max_body_bytes: int = field(default=DEFAULT_MAX_BODY_BYTES, metadata=_opt("Largest request body (413 beyond).", min=1))
     max_response_bytes: int = field(default=DEFAULT_MAX_RESPONSE_BYTES, metadata=_opt(
