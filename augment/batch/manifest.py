@@ -181,12 +181,13 @@ def abandon(out: Location, created: bool) -> None:
 
 
 def _share_kept(files: list[dict]) -> dict:
-    """Rows kept of rows decoded, over the shards decoded by this run: a shard kept by --resume has no count of
-    the rows drawn for it (dividing all rows by this run's draws once reported "kept 171%")."""
+    """Rows kept of rows decoded, over the shards whose draws are known: a shard kept by --resume brings the
+    count recorded when it was written (_shards/); one without a record is left out of the share (dividing all
+    rows by this run's draws once reported "kept 171%")."""
     decoded = [r for r in files if r.get("drawn") is not None]
     drawn, kept = sum(r["drawn"] for r in decoded), sum(r["rows"] for r in decoded)
     return {"drawn": drawn, "kept": kept, "share_kept": round(kept / drawn, 4) if drawn else None,
-            "resumed_rows": sum(r["rows"] for r in files if r.get("drawn") is None)}
+            "resumed_rows": sum(r["rows"] for r in files if r.get("resumed"))}
 
 
 def build_manifest(*, job: dict, classes: list, results: list[dict], timings: dict, engine: dict,

@@ -279,5 +279,5 @@ def summary(manifest: dict, out, resumed: int = 0) -> str:
     if manifest.get("keep_consistent") and manifest["keep_consistent"]["share_kept"] is not None:
         what = " and ".join(n for n, on in (("--keep-consistent", manifest["options"].get("keep_consistent")),
                                             ("--min-distance", manifest["options"].get("min_distance") is not None)) if on)
-        line += f"; {what} kept {manifest['keep_consistent']['share_kept']:.1%} of the rows decoded by this run"
+        line += f"; {what} kept {manifest['keep_consistent']['share_kept']:.1%} of decoded rows"
     return line
