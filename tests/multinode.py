@@ -13,7 +13,7 @@ Addresses come from 198.18.0.0/15, the range reserved for network tests (RFC 254
 node of the cluster (Ray's drivers talk to a local raylet), so drivers run inside the head's namespace. Ray
 2.60 turns token authentication on: the head, the worker node and the drivers get ``RAY_AUTH_MODE=token`` and
 the same ``RAY_AUTH_TOKEN`` (made here; nothing is written to ``~/.ray``). Processes are ended by the ids
-``ip netns pids`` lists for a namespace, never by ``ray stop`` (which ends every Ray process on the machine).
+``ip netns pids`` lists for a namespace, never by a command that matches processes by name (Ray's own stop ends every Ray process on the machine).
 
 Where namespaces cannot be made (not root, no iproute2), ``LoopbackCluster`` starts the two nodes on 127.0.0.1
 with their own ports and temp dirs instead, and ``why`` says why.
