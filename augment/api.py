@@ -114,27 +114,21 @@ class Synthesizer:
         self._gen = Generator(bundle, threads=threads, device=device)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Copy the bundle to ``path`` (a new folder; ``overwrite=True`` replaces an earlier bundle there)."""
+        """Write the bundle to ``path`` (a folder or a URI; ``overwrite=True`` replaces an earlier bundle there)
+        through ``write_bundle``, as `augment train` does: atomic, synced, the usual permissions."""
+        from augment.bundle import ONNX_FILES, write_bundle
+        from augment.fs import resolve
+
         gen = self._generator()
-        out = Path(path)
+        out = resolve(path)
         if out.exists():
             if not overwrite:
-                raise OutputExistsError(f"{str(out)!r} exists; pass overwrite=True to replace it")
-            if not (out / "bundle.json").is_file():
-                raise OutputExistsError(f"{str(out)!r} exists and is not a bundle folder; choose another path")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
-            for name in ("bundle.json", "encoder.onnx", "decoder.onnx"):
-                shutil.copyfile(gen.bundle.path / name, tmp / name)
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a saved bundle gets the usual permissions
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
+                raise OutputExistsError(f"{out.uri!r} exists; pass overwrite=True to replace it")
+            if not out.join("bundle.json").exists():
+                raise OutputExistsError(f"{out.uri!r} exists and is not a bundle folder; choose another path")
+        onnx = {name: gen.bundle.path / name for name in ONNX_FILES}
+        saved = write_bundle(out.uri, gen.bundle.json, onnx, overwrite=overwrite)
+        return saved.path if out.is_local else Path(saved.source)
 
     # ------------------------------------------------------------------------------------- what it holds
     def _generator(self):
@@ -255,9 +249,3 @@ def _seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise AugmentError(f"seed must be an integer >= 0, got {seed!r}")
     return seed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
