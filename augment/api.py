@@ -34,6 +34,7 @@ from augment.batch.source import table_source
 from augment.batch.spec import JobSpec
 from augment.errors import AugmentError, InputError, OutputExistsError
 from augment.frames import to_arrow, to_output
+from augment.rows import iter_chunks, perturb_spec, sample_spec, spec_table
 
 __all__ = ["Synthesizer"]
 
@@ -174,9 +175,8 @@ class Synthesizer:
             where = [where]
         if not isinstance(where, (list, tuple)) or not all(isinstance(w, str) for w in where):
             raise InputError("where must be a list of clauses such as ['age >= 60', 'job in retired|management']")
-        return JobSpec(mode="sample", counts=tuple(sorted(counts.items())), seed=_seed(seed), sampler=sampler,
-                       temperature=temperature, provenance=provenance, rows_per_file=rows_per_file,
-                       where=tuple(where), where_proposal=where_proposal)
+        return sample_spec(counts, _seed(seed), sampler=sampler, temperature=temperature, provenance=provenance,
+                           where=where, where_proposal=where_proposal, rows_per_file=rows_per_file)
 
     def sample(self, per_class: int | None = None, *, rows: int | None = None, class_counts=None,
                balance: bool = False, sampler: str = "mixture", temperature: float = 1.0, seed: int = 0,
@@ -186,8 +186,6 @@ class Synthesizer:
         (``{"yes": 400}``) or ``balance=True``. A DataFrame, or ``output="arrow"`` for a pyarrow Table; the rows
         of ``augment generate`` with the same options and seed, in plan order (class by class).
         ``where=["age >= 60", "housing = yes"]``: every row meets every clause, counts stay exact (``--where``)."""
-        from augment.rows import spec_table
-
         spec = self._sample_spec(per_class, rows, class_counts, balance, sampler, temperature, seed, provenance,
                                  rows_per_file, where, where_proposal)
         return to_output(spec_table(self._generator(), spec), output)
@@ -198,8 +196,6 @@ class Synthesizer:
                where_proposal: str = "latent") -> Iterator[pa.RecordBatch]:
         """The rows of ``sample`` as Arrow RecordBatches (at most 65,536 rows each), decoded as they are
         consumed: memory holds one batch whatever the total, so ``rows=10**9`` can feed a training loop."""
-        from augment.rows import iter_chunks
-
         spec = self._sample_spec(per_class, rows, class_counts, balance, sampler, temperature, seed, provenance,
                                  rows_per_file, where, where_proposal)
         for chunk in iter_chunks(self._generator(), spec):
@@ -210,13 +206,10 @@ class Synthesizer:
         """``per_example`` rows around each real row of ``data`` (its label kept): z = mu + noise * sigma * eps.
 
         The rows of ``augment generate --mode perturb --per-example N --noise X --from <data>``."""
-        from augment.rows import spec_table
-
         gen = self._generator()
         table = table_source(to_arrow(data, "perturb data"), gen.schema, gen.bundle.label_column, gen.classes,
                              "perturb data")
-        spec = JobSpec(mode="perturb", source="<in memory>", per_example=per_example, noise=noise, seed=_seed(seed),
-                       provenance=provenance, rows_per_file=rows_per_file)
+        spec = perturb_spec(per_example, noise, _seed(seed), provenance=provenance, rows_per_file=rows_per_file)
         return to_output(spec_table(gen, spec, table), output)
 
     # ----------------------------------------------------------------------------------------- evaluation

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from augment.batch.chunks import output_schema, shard_chunks
-from augment.batch.plan import plan_job
+from augment.batch.plan import DEFAULT_ROWS_PER_FILE, plan_job
 from augment.batch.spec import JobSpec
 from augment.batch.where import where_plan
 
@@ -45,18 +45,21 @@ def spec_table(gen, spec: JobSpec, source: pa.Table | None = None) -> pa.Table:
 
 
 def sample_spec(counts: dict[int, int], seed: int, *, sampler: str = "mixture", temperature: float = 1.0,
-                provenance: bool = False, where=(), where_proposal: str = "latent") -> JobSpec:
+                provenance: bool = False, where=(), where_proposal: str = "latent",
+                rows_per_file: int = DEFAULT_ROWS_PER_FILE) -> JobSpec:
     """The spec of ``augment generate`` for per-class counts (class index -> rows), ``--where`` clauses included."""
     return JobSpec(mode="sample", counts=tuple(sorted((int(c), int(n)) for c, n in counts.items() if n > 0)),
                    seed=int(seed), sampler=sampler, temperature=float(temperature), provenance=bool(provenance),
-                   where=(where,) if isinstance(where, str) else tuple(where or ()), where_proposal=where_proposal)
+                   where=(where,) if isinstance(where, str) else tuple(where or ()), where_proposal=where_proposal,
+                   rows_per_file=rows_per_file)
 
 
 def perturb_spec(per_example: int, noise: float, seed: int, *, temperature: float = 1.0,
-                 provenance: bool = False) -> JobSpec:
+                 provenance: bool = False, rows_per_file: int = DEFAULT_ROWS_PER_FILE) -> JobSpec:
     """The spec of ``augment generate --mode perturb --per-example N`` over rows held in memory."""
     return JobSpec(mode="perturb", source="<in memory>", per_example=int(per_example), noise=float(noise),
-                   seed=int(seed), temperature=float(temperature), provenance=bool(provenance))
+                   seed=int(seed), temperature=float(temperature), provenance=bool(provenance),
+                   rows_per_file=rows_per_file)
 
 
 def generate_table(gen, counts: dict[int, int], seed: int, *, sampler: str = "mixture", temperature: float = 1.0,
