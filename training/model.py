@@ -41,11 +41,12 @@ class TableCVAE(nn.Module):
         self.latent_dim = latent_dim
         self.encoder = _mlp([input_dim + n_classes, hidden, hidden, 2 * latent_dim])
         self.decoder = _mlp([latent_dim + n_classes, hidden, hidden, output_dim])
-        mask = torch.zeros(1, output_dim, dtype=torch.bool)
-        mask[0, list(logvar_index)] = True
         # A soft floor on the numeric log-variances, inside the graph, so the exported decoder applies it too:
         # a column with repeated values would otherwise drive its variance (and the likelihood) to infinity.
-        self.register_buffer("logvar_mask", mask, persistent=False)
+        # Applied to those columns alone (gathered, floored, copied back): a softplus and two selects over the
+        # whole output were half the exported decoder's time on a wide categorical table.
+        self.register_buffer("logvar_index", torch.tensor(sorted(set(logvar_index)), dtype=torch.long),
+                             persistent=False)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(torch.cat([x, y], dim=1))  # (B, 2 * latent)
@@ -54,8 +55,10 @@ class TableCVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = self.decoder(torch.cat([z, y], dim=1))  # (B, output_dim)
-        floored = LOGVAR_FLOOR + nn.functional.softplus(out - LOGVAR_FLOOR)
-        return torch.where(self.logvar_mask, floored, out)
+        if self.logvar_index.numel() == 0:
+            return out
+        logvar = out.index_select(1, self.logvar_index)  # (B, numeric columns)
+        return out.index_copy(1, self.logvar_index, LOGVAR_FLOOR + nn.functional.softplus(logvar - LOGVAR_FLOOR))
 
     def forward(self, x, y, generator=None):
         mu, logvar = self.encode(x, y)
