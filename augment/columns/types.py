@@ -141,8 +141,13 @@ def sample_categories(logits: np.ndarray, u: np.ndarray, temperature: float) -> 
         return np.argmax(logits, axis=1)
     # one uniform per row is cheaper than Gumbel-max; work on (K, n): reductions along a short strided axis are
     # several times slower in numpy
-    cum = np.ascontiguousarray(logits.T, dtype=np.float32) * np.float32(1.0 / temperature)
+    cum = np.ascontiguousarray(logits.T, dtype=np.float32)
+    if temperature != 1:
+        cum *= np.float32(1.0 / temperature)
     cum -= cum.max(axis=0)
     np.exp(cum, out=cum)
-    np.cumsum(cum, axis=0, out=cum)
+    # the running sum one category (one contiguous row) at a time: the same sums in the same order as
+    # np.cumsum(axis=0), which walks the short strided axis element by element and was 20x slower
+    for j in range(1, k):
+        np.add(cum[j - 1], cum[j], out=cum[j])
     return np.minimum((cum < u.astype(np.float32) * cum[-1]).sum(axis=0), k - 1)
