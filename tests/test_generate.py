@@ -131,12 +131,23 @@ def test_same_seed_same_bytes_other_seed_other_bytes(table_bundle, tmp_path):
 
 
 def test_chunked_sampling_equals_one_call(gen):
-    """The job calls sample() in chunks of whole batches; that must equal one call (same rng)."""
-    n = gen.batch_size * 2 + 5
+    """The job calls sample() in chunks of whole blocks; that must equal one call (same rng)."""
+    assert gen.block_rows % gen.batch_size == 0
+    n = gen.block_rows * 2 + 5
     one = gen.sample(1, n, np.random.default_rng(5))
     rng = np.random.default_rng(5)
-    parts = pa.concat_tables([gen.sample(1, gen.batch_size, rng), gen.sample(1, n - gen.batch_size, rng)])
+    parts = pa.concat_tables([gen.sample(1, gen.block_rows, rng), gen.sample(1, n - gen.block_rows, rng)])
     assert one.equals(parts)
+
+
+def test_blocks_decode_in_batches_as_one_call(gen):
+    """A block runs the decoder ``batch_size`` rows at a time; the output is the one-call output's."""
+    rng = np.random.default_rng(0)
+    n = gen.batch_size * 3 + 7
+    z = rng.standard_normal((n, gen.latent_dim)).astype(np.float32)
+    labels = rng.integers(0, gen.n_classes, n)
+    whole = gen.decoder.run(None, {"z": z, "y": gen._eye[labels]})[0]
+    np.testing.assert_allclose(gen.params(z, labels), whole, rtol=1e-5, atol=1e-5)
 
 
 class Interrupting:
@@ -351,6 +362,7 @@ def test_decode_lanes_give_the_same_bytes(table_bundle, tmp_path, monkeypatch):
 
     monkeypatch.setattr(chunks, "MAX_CHUNK_ROWS", 64)
     gen = Generator.from_path(table_bundle, batch_size=16, threads=1)
+    gen.block_rows = 32  # chunks of 64 rows: two random-draw blocks of two decoder batches each
     spec = JobSpec(counts=((0, 300), (1, 130)), seed=3, rows_per_file=200)
     plan = plan_shards(dict(spec.counts), spec.rows_per_file)
     for lanes in (1, 3):

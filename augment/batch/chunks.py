@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from augment.batch.source import Source
     from augment.batch.spec import JobSpec
 
-__all__ = ["ShardStats", "output_schema", "chunk_rows", "shard_chunks", "sample_chunk", "sample_chunk_counted",
+__all__ = ["ShardStats", "output_schema", "chunk_rows", "chunk_step", "shard_chunks", "sample_chunk", "sample_chunk_counted",
            "sample_chunk_rows", "uses_lanes", "first_job_row", "check_identifiers", "identifier_columns"]
 
 CHUNK_BYTES = 16 << 20  # target in-memory size of one chunk (= one Parquet row group)
@@ -60,6 +60,11 @@ def chunk_rows(schema: pa.Schema, batch: int = 1) -> int:
     rows = min(MAX_CHUNK_ROWS, max(1, CHUNK_BYTES // max(1, width)))
     return max(batch, rows // batch * batch)
 
+
+
+def chunk_step(gen) -> int:
+    """Rows per chunk of this generator's shards: ``chunk_rows`` in whole random-draw blocks."""
+    return chunk_rows(gen.output_schema, getattr(gen, "block_rows", getattr(gen, "batch_size", 1)))
 
 
 @dataclass
@@ -190,7 +195,7 @@ def sample_chunk_counted(gen, spec: JobSpec, shard: Shard, k: int, n: int) -> tu
         table = _columns(gen, spec, gen.sample(shard.class_index, n, rng, sampler=spec.sampler, temperature=spec.temperature))
         drawn = n
     if uses_lanes(spec) and identifier_columns(gen):  # chunk k starts k full chunks in (--where tops each chunk up)
-        step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
+        step = chunk_step(gen)
         table = gen.codec.fill_identifiers(table, first_job_row(spec, shard) + k * step, spec.seed)
     return table, drawn
 
@@ -230,7 +235,7 @@ def shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStat
 def _shard_chunks(gen, spec: JobSpec, shard: Shard, source=None, stats: ShardStats | None = None) -> Iterator[pa.Table]:
     stats = stats if stats is not None else ShardStats()
     rng = shard_rng(spec.seed, shard.class_index, shard.index)
-    step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
+    step = chunk_step(gen)
     raw = _raw_chunks(gen, spec, shard, source, step, rng, stats)
     if not spec.filtered:
         for chunk in raw:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from augment.batch.chunks import (ShardStats, chunk_rows, output_schema, sample_chunk_counted, sample_chunk_rows,
+from augment.batch.chunks import (ShardStats, chunk_step, output_schema, sample_chunk_counted, sample_chunk_rows,
                                   shard_chunks, uses_lanes)
 from augment.batch.plan import Shard
 from augment.bundle import sha256_file
@@ -178,7 +178,7 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
                 item = ("chunk", table)
             put(item)
 
-    step = chunk_rows(gen.output_schema, getattr(gen, "batch_size", 1))
+    step = chunk_step(gen)
     try:
         for shard, source in items:
             if pool is not None:  # lanes: sampling without row filters, for every shard of this call
