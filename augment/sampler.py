@@ -20,10 +20,11 @@ import numpy as np
 __all__ = ["SAMPLERS", "sample_prior", "GaussianMixture", "MixtureSampler", "perturb_latent", "interpolate_latent"]
 
 from augment.constants import SAMPLERS  # noqa: E402  (re-exported)
+from augment.draws import standard_normal  # noqa: E402
 
 
 def sample_prior(n: int, latent_dim: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
-    return (rng.standard_normal((n, latent_dim), dtype=np.float32) * np.float32(temperature)).astype(np.float32)
+    return standard_normal(rng, (n, latent_dim), temperature)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class GaussianMixture:
         """One draw from each component index in ``comp`` (n,), (n, d)."""
         n, (k, d) = len(comp), self.means.shape
         _, means, factors = self._float32
-        eps = rng.standard_normal((n, d), dtype=np.float32) * np.float32(temperature)  # (n, d)
+        eps = standard_normal(rng, (n, d), temperature)  # (n, d)
         if self.scales is not None:  # a gather, whatever the number of components
             eps *= factors[comp]
             eps += means[comp]
@@ -135,7 +136,7 @@ def perturb_latent(mu: np.ndarray, logvar: np.ndarray, per_example: int, noise: 
     """``per_example`` draws around each row: z = mu + noise * sigma * eps, rows grouped by source, (n*k, d)."""
     mu_r = np.repeat(mu, per_example, axis=0)
     sigma_r = np.repeat(np.exp(0.5 * logvar), per_example, axis=0)
-    eps = rng.standard_normal(mu_r.shape)
+    eps = standard_normal(rng, mu_r.shape)
     return (mu_r + noise * sigma_r * eps).astype(np.float32)
 
 

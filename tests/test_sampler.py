@@ -50,3 +50,37 @@ def test_classify_picks_the_class_whose_mixture_holds_the_point():
     b = {"weights": [1.0], "means": [[5.0, 0.0]], "scales": [[1.0, 1.0]]}
     sampler = MixtureSampler.from_json({"covariance": "diag", "classes": [a, b]}, [100, 100])
     assert sampler.classify(np.array([[-4.0, 1.0], [6.0, -1.0], [0.5, 0.0]])).tolist() == [0, 1, 1]
+
+
+def test_standard_normal_draws_are_normal_seeded_and_shaped():
+    from scipy import stats
+
+    from augment.draws import PIECE, standard_normal
+
+    a = standard_normal(np.random.default_rng(3), (PIECE + 7, 3))  # pieces of PIECE values and an odd tail
+    b = standard_normal(np.random.default_rng(3), (PIECE + 7, 3))
+    assert a.shape == (PIECE + 7, 3) and a.dtype == np.float32 and np.array_equal(a, b)
+    x = a.ravel().astype(np.float64)
+    assert abs(x.mean()) < 0.02 and abs(x.std() - 1) < 0.02
+    assert stats.kstest(x, "norm").pvalue > 1e-3
+    assert np.corrcoef(x[:-1], x[1:])[0, 1] < 0.02  # radius and angle halves do not pair up neighbours
+    half = standard_normal(np.random.default_rng(3), 40_000, scale=0.5)
+    assert half.shape == (40_000,) and abs(half.std() - 0.5) < 0.01
+    assert not standard_normal(np.random.default_rng(3), (5, 2), scale=0.0).any()
+    assert standard_normal(np.random.default_rng(3), (0, 4)).shape == (0, 4)
+
+
+def test_sample_categories_in_row_pieces_equals_one_pass_cumsum():
+    """Many rows are sampled in pieces with a running sum: the draws are those of one np.cumsum pass."""
+    from augment.columns.types import sample_categories
+
+    rng = np.random.default_rng(0)
+    for k, temperature in ((1, 1.0), (2, 0.7), (42, 1.0), (300, 1.3)):
+        logits = (rng.standard_normal((9_000, k)) * 3).astype(np.float32)
+        u = rng.random(9_000)
+        cum = np.exp(logits.T / np.float32(temperature) - (logits.T / np.float32(temperature)).max(axis=0))
+        cum = np.cumsum(cum.astype(np.float32), axis=0)
+        expected = np.minimum((cum < u.astype(np.float32) * cum[-1]).sum(axis=0), k - 1)
+        got = sample_categories(logits, u, temperature)
+        assert got.shape == (9_000,) and np.mean(got == expected) > 0.999  # float rounding at a boundary aside
+    assert np.array_equal(sample_categories(logits, u, 0.0), np.argmax(logits, axis=1))

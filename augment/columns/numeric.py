@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from augment.columns.types import (from_physical, is_numeric_like, sample_categories, sigmoid, to_physical,
                                    type_from_str, type_to_str)
+from augment.draws import standard_normal
 from augment.errors import InputError, SchemaError
 
 __all__ = ["NumericColumn", "SPECIALS", "SPIKE_SHARE", "MAX_SPIKES"]
@@ -199,7 +200,7 @@ class NumericColumn:
     def inverse_values(self, params: np.ndarray, rng: np.random.Generator, temperature: float):
         """(physical values float64, null mask or None, point-mass mask): the draws of ``inverse``."""
         n = params.shape[0]
-        eps = rng.standard_normal(n)
+        eps = standard_normal(rng, n).astype(np.float64)
         u_null = rng.random(n) if self.has_nulls else None
         u_spike = rng.random(n) if self.spike_dim else None
         fixed = np.zeros(n, bool)

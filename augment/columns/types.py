@@ -136,9 +136,22 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def sample_categories(logits: np.ndarray, u: np.ndarray, temperature: float) -> np.ndarray:
     """(n,) draws from softmax(logits / T) by inverse CDF, one uniform ``u`` per row; T = 0 gives the argmax."""
-    k = logits.shape[1]
     if temperature == 0:
         return np.argmax(logits, axis=1)
+    if logits.shape[0] <= _CATEGORY_ROWS:
+        return _sample_rows(logits, u, temperature)
+    out = np.empty(logits.shape[0], np.int64)
+    for start in range(0, logits.shape[0], _CATEGORY_ROWS):  # rows are independent: the same draws, in cache
+        sl = slice(start, start + _CATEGORY_ROWS)
+        out[sl] = _sample_rows(logits[sl], u[sl], temperature)
+    return out
+
+
+_CATEGORY_ROWS = 4096  # rows per pass: a 42-value column's (K, rows) float32 work array stays in L2
+
+
+def _sample_rows(logits: np.ndarray, u: np.ndarray, temperature: float) -> np.ndarray:
+    k = logits.shape[1]
     # one uniform per row is cheaper than Gumbel-max; work on (K, n): reductions along a short strided axis are
     # several times slower in numpy
     cum = np.ascontiguousarray(logits.T, dtype=np.float32)
