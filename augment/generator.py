@@ -206,19 +206,20 @@ class Generator:
                      temperature: float = 1.0, mixture=None) -> tuple[pa.Table, np.ndarray]:
         """(the rows of ``n`` draws meeting ``condition``, the (n,) mask of which draws did).
 
-        Per decoder batch: z, the decoder, then the columns the condition tests for every draw, then the other
-        columns only for the draws kept (so a rejected row costs its decoder row and its tested columns alone).
-        Random draws, batch by batch: z, the tested columns in training order, the other columns in training order.
+        Per block (``block_rows``): z, the decoder, then the columns the condition tests for every draw, then the
+        other columns only for the draws kept (so a rejected row costs its decoder row and its tested columns
+        alone). Random draws, block by block: z, the tested columns in training order, the other columns in
+        training order.
         """
         self._check(class_index, sampler, temperature)
         tested = [c for c in self.codec.column_names if c in set(condition.columns)]
         others = [c for c in self.codec.column_names if c not in set(tested)]
         parts, masks = [], []
-        for start in range(0, int(n), self.batch_size):
-            m = min(self.batch_size, int(n) - start)
+        for start in range(0, int(n), self.block_rows):
+            m = min(self.block_rows, int(n) - start)
             z = self._latent(class_index, m, rng, sampler, temperature, mixture)
             labels = np.full(m, class_index, dtype=np.int64)
-            params = self.decoder.run(None, {"z": np.ascontiguousarray(z, dtype=np.float32), "y": self._eye[labels]})[0]
+            params = self.params(z, labels)
             cols = self.codec.inverse_columns(params, rng, temperature, tested)
             mask = condition.mask(pa.table(cols)) if tested else np.ones(m, dtype=bool)
             keep = np.flatnonzero(mask)
