@@ -71,9 +71,11 @@ class LocalEngine:
 
 
 _WORKER: dict = {}
-# Measured on 2 cores (benchmarks/bench_generate.py): a second decode lane adds 0.6 of a lane (1.6x), and a
-# spawned worker process costs about 2 s (imports and the bundle) before its first row.
-LANE_GAIN = 0.6
+# Measured on 2 cores (benchmarks/bench_generate.py): a second decode lane adds 0.4 of a lane (1M bank rows:
+# 416,039 rows/s against 297,500 with --threads 1; it was 0.6 before the decoder and the codec got faster, which
+# left the Parquet writer thread a larger share of the second core), and a spawned worker process costs about
+# 2 s (imports and the bundle) before its first row.
+LANE_GAIN = 0.4
 POOL_STARTUP_S = 2.0
 
 

@@ -142,7 +142,7 @@ def write_shards(gen, spec: JobSpec, items: Iterable[tuple[Shard, object]], out_
     decode lanes: that many threads, each calling a one-thread onnxruntime session, decode the chunks at most
     ``2 * threads`` ahead of the writer, which writes them in plan order; each chunk has its own random stream,
     so the bytes are those of one lane. onnxruntime, numpy and Arrow release the GIL for the heavy work, so on 2
-    cores two lanes decode about 1.6x the rows/s of one (benchmarks/bench_generate.py). Other modes decode in
+    cores two lanes decode about 1.4x the rows/s of one (benchmarks/bench_generate.py). Other modes decode in
     this thread with ``threads``-thread sessions. The queue holds at most ``queue_size`` chunks, so memory stays
     flat; an interrupt or error removes the temporary file of the shard in progress and re-raises.
     """
