@@ -93,9 +93,22 @@ def read_json(fs, path: str) -> dict:
         return json.loads(f.read())
 
 
+def records(fs, prefix: str) -> list:
+    """The committed files' records (``_shards/<file>.json``): a file counts for --resume once its record is there."""
+    import pyarrow.fs as pafs
+
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{prefix}/_shards", recursive=False))
+    except FileNotFoundError:
+        return []
+    return [i for i in infos if i.base_name.endswith(".json") and i.type == pafs.FileType.File]
+
+
 def wait_files(fs, prefix: str, n: int, proc, timeout: float = 120) -> None:
+    """Until ``n`` files are committed and recorded (a file committed but not yet recorded when the driver dies
+    is rewritten by --resume, rightly)."""
     deadline = time.monotonic() + timeout
-    while len(objects(fs, prefix)) < n:
+    while len(objects(fs, prefix)) < n or len(records(fs, prefix)) < n:
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, f"fewer than {n} files in {timeout} s"
         time.sleep(0.05)
