@@ -1,13 +1,37 @@
 """Conditional sampling (``--where``): a latent proposal per class, and chunks whose every row meets the condition.
 
-Plain rejection decodes 1 / A rows per row kept (A: the share of decoded rows meeting the condition). The
-per-class latent mixture does better: once per job and class, ``PROBE_PER_COMPONENT`` rows are decoded from
-each mixture component (seeded from the job seed alone, so every process finds the same estimates), giving
-each component's acceptance a_j. The ``latent`` proposal draws components with weights w_j * a_j (a floor
-keeps components where the probe saw no hit) and rejects the rows that still miss; it decodes
-sum(w a) / sum(w a^2) rows per row kept instead of 1 / sum(w a). Its component shares are w_j a_j^2 where the
-exact conditional has w_j a_j: the rows lean towards the components that meet the condition most often
-(benchmarks/bench_where.py measures what that costs in fidelity; ``reject`` is exact).
+Plain rejection decodes 1 / A rows per row kept, A = sum_j w_j a_j the class's acceptance (w_j: the weights of
+the class's latent mixture, a_j: the share of component j's decoded rows meeting the condition). The model's
+exact conditional puts the share w_j a_j / A of its rows in component j. The ``latent`` proposal keeps that
+exactly for the components it keeps and drops only components that together carry a bounded share of it:
+
+1. Probe: ``PROBE_PER_COMPONENT`` rows decoded from each component estimate a_j (and A).
+2. Candidates: the components in ascending order of estimated acceptance; the longest run of them whose
+   estimated share of the conditional mass is at most ``EPS`` (and each below the acceptance of what is left,
+   so dropping it raises the acceptance).
+3. Certificate: a second probe, on its own random stream, decodes rows from the candidates in proportion to
+   their weights (``n_i = ceil(N w_i / W_D)``, so every probe row stands for at most W_D / N of the mass); the
+   longest run of candidates whose dropped mass, bounded from above at 95% (a Poisson upper limit on their hit
+   count, times the largest mass a probe row stands for), is at most ``EPS`` * A is dropped. The second probe
+   is what makes the bound honest: the candidates were chosen for having few hits in the first probe (a
+   component with 0 hits in 256 rows may still hold a_j ~ 1%, and choosing the luckiest of 50 biases a bound
+   computed on the same rows low), while the second probe's hits are independent of that choice.
+4. Draw components with their original weights restricted to the kept set K (w_j / W_K), decode, and reject
+   the rows that miss.
+
+The rows kept then follow the model's conditional restricted to K exactly, and their total-variation distance
+to the full conditional is the dropped share delta = sum_{j not in K} w_j a_j / A <= ``EPS`` (at 95%, up to the
+noise of the estimate of A, 1 / sqrt(hits of the first probe), a few % of EPS). Acceptance rises to
+A (1 - delta) / W_K. Among proposals that draw whole components and are exact on their support (any
+component weights q_j, each kept hit thinned by (w_j / q_j) / max_i(w_i / q_i) to restore the conditional), none
+does better: the acceptance of such a scheme is sum_K w_j a_j / max_K(w_j / q_j) <= sum_K w_j a_j / W_K, with
+equality at q proportional to w on K. So what is left to choose is K, i.e. how much mass to give up; tilting
+the weights towards high-acceptance components without thinning (w_j a_j, what this module did before) is
+faster but biased: its component shares are w_j a_j^2, and it missed the fidelity goals
+(benchmarks/bench_where.py, docs/generate.md). ``reject`` (plain rejection, K = all) is exact.
+
+Both probes are seeded from the job seed and the class alone, so every process finds the same plan, and the
+plan (the dropped components, the estimates, the bound) goes into ``--dry-run`` and the manifest.
 
 Chunk k of a shard holds exactly its planned rows: it draws from its own stream (``chunk_rng``) until enough
 rows meet the condition, so chunks stay independent (decode lanes still apply) and the bytes do not depend on
@@ -23,29 +47,48 @@ import numpy as np
 import pyarrow as pa
 
 from augment.conditions import Condition, ConditionError, impossible, parse_where
+from augment.sampler import GaussianMixture
 
-__all__ = ["WherePlan", "ClassProposal", "where_plan", "where_chunk", "condition_for", "PROBE_PER_COMPONENT"]
+__all__ = ["WherePlan", "ClassProposal", "where_plan", "where_chunk", "condition_for", "PROBE_PER_COMPONENT", "EPS",
+           "poisson_upper", "candidates", "certify_rows", "certified"]
 
 PROBE_PER_COMPONENT = 256  # decoded rows per mixture component to estimate its acceptance (once per job)
 PROBE_PRIOR_ROWS = 16_384  # rows of the prior sampler's probe (no components to weigh)
-FLOOR = 0.05  # a component's acceptance in the proposal is at least this share of the class's acceptance
+EPS = 0.02  # the most of a class's conditional mass the latent proposal may drop (95% upper bound)
+ALPHA = 0.05  # the bound on the dropped mass holds with probability 1 - ALPHA
+CERTIFY_ROWS = (4_096, 131_072)  # the certifying probe's rows: 20 W_D / (EPS A), within these
 OVERSAMPLE = 1.15  # draw this much more than the estimate says a chunk needs (fewer top-up rounds)
 MIN_DRAW_BUDGET = 2_000_000  # a chunk gives up after max(this, 200 x its rows / estimate) rows decoded
 
 
 @dataclass(frozen=True)
 class ClassProposal:
-    """One class's estimates: the acceptance of plain draws, of the proposal, and the proposal mixture."""
+    """One class's estimates: the acceptance of plain draws, of the proposal, and the proposal mixture.
+
+    ``kept``: the indices of the mixture components the proposal draws from (with their original relative
+    weights); ``dropped_share`` / ``dropped_bound``: the estimated share of the class's conditional mass in the
+    other components and its 95% upper bound (the total-variation distance to the model's conditional).
+    """
 
     class_index: int
     plain: float  # estimated share of plain draws meeting the condition
     proposal: float  # estimated share of proposal draws meeting it
     probe_rows: int
     mixture: object | None = field(default=None, repr=False)  # GaussianMixture to draw from (None: plain)
+    components: int = 0  # components of the class's mixture (0: no mixture, the prior sampler)
+    kept: tuple[int, ...] = ()
+    kept_weight: float = 1.0  # W_K, the plain mixture's weight on the kept components
+    dropped_share: float = 0.0
+    dropped_bound: float = 0.0
 
     def to_json(self, classes: list) -> dict:
-        return {"class": str(classes[self.class_index]), "estimated_plain": round(self.plain, 6),
-                "estimated_proposal": round(self.proposal, 6), "probe_rows": self.probe_rows}
+        out = {"class": str(classes[self.class_index]), "estimated_plain": round(self.plain, 6),
+               "estimated_proposal": round(self.proposal, 6), "probe_rows": self.probe_rows}
+        if self.components:
+            out.update(components=self.components, components_kept=len(self.kept),
+                       kept_weight=round(self.kept_weight, 6), dropped_share=round(self.dropped_share, 6),
+                       dropped_share_bound=round(self.dropped_bound, 6))
+        return out
 
 
 @dataclass(frozen=True)
@@ -72,9 +115,89 @@ def _names_label(text: str, label: str) -> bool:
                                                  in (" ", "=", "!", "<", ">"))
 
 
-def _probe_rng(seed: int, class_index: int) -> np.random.Generator:
-    # key kind 2: never one of the shard (0) or source-shard (1) streams of plan.py
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(2, class_index))))
+def _probe_rng(seed: int, class_index: int, kind: int = 2) -> np.random.Generator:
+    # key kinds 2 (first probe) and 3 (certifying probe): never one of the shard (0) or source-shard (1) streams
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(kind, class_index))))
+
+
+def poisson_upper(hits: int, alpha: float = ALPHA) -> float:
+    """The one-sided 1 - alpha upper limit of a Poisson mean after ``hits`` events: the mean m whose
+    P(X <= hits; m) = alpha (exact, by bisection; -ln(alpha) for 0 hits)."""
+    if hits == 0:
+        return -math.log(alpha)
+    if hits > 100:  # Wilson-Hilferty, within 0.001% there
+        k, z = hits + 1, 1.6448536269514722 if alpha == 0.05 else _z(alpha)
+        return k * (1 - 1 / (9 * k) + z / (3 * math.sqrt(k))) ** 3
+
+    def cdf(m: float) -> float:
+        terms = [i * math.log(m) - m - math.lgamma(i + 1) for i in range(hits + 1)]
+        top = max(terms)
+        return math.exp(top) * math.fsum(math.exp(t - top) for t in terms)
+
+    lo, hi = float(hits), hits + 10.0 * math.sqrt(hits + 1) + 10.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
+def _z(alpha: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - alpha)
+
+
+def candidates(weights: np.ndarray, share: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """The components the first probe says may go: in ascending order of estimated acceptance ``share``, the
+    run whose estimated share of the conditional mass is at most ``eps`` that leaves the highest acceptance."""
+    plain = float(weights @ share)
+    order = np.lexsort((np.arange(share.size), share))  # ascending acceptance, ties by index
+    mass = np.concatenate([[0.0], np.cumsum(weights[order] * share[order])])
+    weight = np.concatenate([[0.0], np.cumsum(weights[order])])
+    best, best_ratio = 0, plain
+    for m in range(1, share.size):  # at least one component stays
+        if mass[m] > eps * plain:
+            break
+        ratio = (plain - mass[m]) / max(1.0 - weight[m], 1e-300)
+        if ratio > best_ratio:
+            best, best_ratio = m, ratio
+    return order[:best]
+
+
+def certify_rows(weights: np.ndarray, drop: np.ndarray, plain: float, eps: float = EPS) -> np.ndarray:
+    """Rows of the certifying probe per candidate (in the order of ``drop``): N in proportion to the weights."""
+    w = weights[drop]
+    total = math.ceil(20 * w.sum() / max(eps * plain, 1e-300))
+    total = min(max(total, CERTIFY_ROWS[0]), CERTIFY_ROWS[1])
+    return np.maximum(1, np.ceil(total * w / w.sum())).astype(np.int64)
+
+
+def certified(weights: np.ndarray, drop: np.ndarray, rows: np.ndarray, hits: np.ndarray, plain: float,
+              eps: float = EPS, alpha: float = ALPHA) -> tuple[int, float, float]:
+    """(how many of the candidates ``drop`` may go, their estimated dropped mass, its 1 - alpha upper bound).
+
+    Candidate i carries w_i a_i of the mass; ``hits[i]`` of its ``rows[i]`` certifying rows met the condition.
+    The mass of the first m is sum c_i (rows_i a_i) <= max c_i * Lambda with c_i = w_i / rows_i, and Lambda (the
+    expected hits of those rows) is below the Poisson upper limit of their hit count: that product is the bound.
+    The longest run of candidates whose bound is at most ``eps`` * plain goes.
+    """
+    c = weights[drop] / rows
+    for m in range(drop.size, 0, -1):
+        bound = float(c[:m].max()) * poisson_upper(int(hits[:m].sum()), alpha)
+        if bound <= eps * plain:
+            return m, float(c[:m] @ hits[:m]), bound
+    return 0, 0.0, 0.0
+
+
+def _probe(gen, spec, condition: Condition, c: int, mix, comp: np.ndarray, rng) -> np.ndarray:
+    """Hits per component of one decoded row from each component index in ``comp``."""
+    hits = np.zeros(mix.weights.size)
+    for start in range(0, comp.size, gen.batch_size):
+        part = comp[start:start + gen.batch_size]
+        z = mix.draw(part, rng, spec.temperature)
+        features = gen.decode(z, np.full(part.size, c, dtype=np.int64), rng, spec.temperature)
+        np.add.at(hits, part, condition.mask(features))
+    return hits
 
 
 def _estimate(gen, spec, condition: Condition, c: int) -> ClassProposal:
@@ -86,19 +209,28 @@ def _estimate(gen, spec, condition: Condition, c: int) -> ClassProposal:
     mix = gen.mixture.mixtures[c]
     k = len(mix.weights)
     comp = np.repeat(np.arange(k), PROBE_PER_COMPONENT)
-    hits = np.zeros(k)
-    for start in range(0, comp.size, gen.batch_size):
-        part = comp[start:start + gen.batch_size]
-        z = mix.draw(part, rng, spec.temperature)
-        features = gen.decode(z, np.full(part.size, c, dtype=np.int64), rng, spec.temperature)
-        np.add.at(hits, part, condition.mask(features))
-    share = hits / PROBE_PER_COMPONENT  # (k,) acceptance of each component
-    plain = float(mix.weights @ share)
+    share = _probe(gen, spec, condition, c, mix, comp, rng) / PROBE_PER_COMPONENT  # (k,) acceptance a_j
+    w = mix.weights
+    plain = float(w @ share)
+    full = ClassProposal(c, plain, plain, comp.size, None, k, tuple(range(k)))
     if spec.where_proposal == "reject" or plain <= 0:
-        return ClassProposal(c, plain, plain, comp.size, None)
-    tilt = mix.weights * np.maximum(share, FLOOR * plain)
-    tilt /= tilt.sum()
-    return ClassProposal(c, plain, float(tilt @ share), comp.size, mix.with_weights(tilt))
+        return full
+    drop = candidates(w, share)
+    if not drop.size:
+        return full
+    rows = certify_rows(w, drop, plain)
+    hits = _probe(gen, spec, condition, c, mix, np.repeat(drop, rows), _probe_rng(spec.seed, c, 3))[drop]
+    m, mass, bound = certified(w, drop, rows, hits, plain)
+    probed = comp.size + int(rows.sum())
+    if m == 0:
+        return ClassProposal(c, plain, plain, probed, None, k, tuple(range(k)))
+    kept = np.setdiff1d(np.arange(k), drop[:m])  # ascending component order
+    w_kept = float(w[kept].sum())
+    sub = GaussianMixture(w[kept] / w_kept, mix.means[kept],
+                          scales=None if mix.scales is None else mix.scales[kept],
+                          cholesky=None if mix.cholesky is None else mix.cholesky[kept])
+    return ClassProposal(c, plain, (plain - mass) / w_kept, probed, sub, k, tuple(int(j) for j in kept), w_kept,
+                         mass / plain, bound / plain)
 
 
 _PLANS: dict[tuple, WherePlan] = {}  # (bundle sha256, spec) -> plan, kept for the life of the process
