@@ -99,7 +99,7 @@ def _num(v) -> float:
     return float(v) if isinstance(v, float) else float("nan")
 
 
-def fidelity(bundles: dict) -> list[tuple]:
+def fidelity(bundles: dict, proposals=("latent", "reject")) -> list[tuple]:
     from augment.commands.evaluate import filter_where
     from augment.conditions import parse_where
     from augment.generator import Generator
@@ -116,7 +116,7 @@ def fidelity(bundles: dict) -> list[tuple]:
         labels = tr_c.column(LABEL).to_pylist()
         counts = {gen.class_index(c): labels.count(c) for c in gen.classes if labels.count(c)}
         share = tr_c.num_rows / tr.num_rows
-        for proposal in ("latent", "reject"):
+        for proposal in proposals:
             t0 = time.perf_counter()
             synth = generate_table(gen, counts, 0, where=clauses, where_proposal=proposal)
             secs = time.perf_counter() - t0
@@ -127,6 +127,36 @@ def fidelity(bundles: dict) -> list[tuple]:
                          shapes, acc, auc, synth.num_rows / secs))
             print(rows[-1], file=sys.stderr)
     return rows
+
+
+def acceptance(bundles: dict) -> list[tuple]:
+    """Per condition of both tables and class: the plan's estimates for the latent proposal (seed 0)."""
+    from augment.batch.where import where_plan
+    from augment.conditions import parse_where
+    from augment.generator import Generator
+    from augment.rows import sample_spec
+
+    gens = {name: Generator.from_path(b[0]) for name, b in bundles.items()}
+    out = []
+    for kind, name, clauses in FIDELITY + [("speed", "bank", w) for _, w in SPEED_CASES]:
+        if name not in bundles:
+            continue
+        gen, tr = gens[name], bundles[name][1]
+        if clauses[0].startswith("age >= QUANTILE"):
+            clauses = [_quantile_clause(tr, float(clauses[0].split()[-1]))]
+        held = parse_where(clauses, tr.schema).mask(tr)
+        labels = np.asarray(tr.column(LABEL).to_pylist())
+        plan = where_plan(gen, sample_spec({c: 1 for c in range(len(gen.classes))}, 0, where=tuple(clauses)))
+        for c, p in sorted(plan.classes.items()):
+            real = float(held[labels == gen.classes[c]].mean())
+            out.append((kind, " and ".join(clauses), str(gen.classes[c]), real, p.plain, p.proposal,
+                        f"{len(p.kept)}/{p.cells}", p.kept_weight, p.dropped_share, p.dropped_bound, p.probe_rows))
+            print(out[-1], file=sys.stderr)
+    return out
+
+
+SPEED_CASES = [("5% numeric", ["age >= QUANTILE 0.05"]), ("5% category", ["job = retired"]),
+               ("30% numeric", ["age >= QUANTILE 0.30"]), ("30% combined", ["housing = yes", "loan = no", "age < 45"])]
 
 
 def _quantile_clause(tr: pa.Table, share: float) -> str:
@@ -147,17 +177,17 @@ def _run(model: Path, out: Path, rows: int, where: list[str], proposal: str) -> 
     return rows / wall, json.loads((out / "_manifest.json").read_text())
 
 
-def speed(bundles: dict, work: Path, rows: int) -> list[tuple]:
+def speed(bundles: dict, work: Path, rows: int, proposals=("latent", "reject")) -> list[tuple]:
     model, tr, _ = bundles["bank"]
     no = tr.filter(pc.equal(tr.column(LABEL), "no"))
-    cases = [("5% numeric", [_quantile_clause(tr, 0.05)]), ("5% category", ["job = retired"]),
-             ("30% numeric", [_quantile_clause(tr, 0.30)]), ("30% combined", ["housing = yes", "loan = no", "age < 45"])]
+    cases = [(name, [_quantile_clause(tr, float(w[0].split()[-1]))] if w[0].startswith("age >= QUANTILE") else w)
+             for name, w in SPEED_CASES]
     out = []
     rate, _ = _run(model, work / "speed", rows, [], "latent")
     out.append(("none", "", "100%", "", rate, 1.0))
     for name, where in cases:
         held = float(parse(where, no).mean())
-        for proposal in ("latent", "reject"):
+        for proposal in proposals:
             rate, manifest = _run(model, work / "speed", rows, where, proposal)
             acc = manifest["where"]["per_class"][0]["acceptance"]
             out.append((name, " and ".join(where), f"{held:.1%}", proposal, rate, acc))
@@ -178,7 +208,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=500_000, help="rows per speed run")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-fidelity", action="store_true")
+    ap.add_argument("--skip-acceptance", action="store_true")
     ap.add_argument("--no-train", action="store_true", help="use the bundles under --work, train none")
+    ap.add_argument("--proposals", default="latent,reject", help="comma-separated --where-proposal values to run")
     args = ap.parse_args()
     work = Path(args.work)
     bundles = prepare(Path(args.data), work, train_missing=not args.no_train)
@@ -186,14 +218,22 @@ def main() -> None:
         print("| kind | condition | train rows meeting it | proposal | real train / test rows | column shapes | "
               "TSTR/TRTR accuracy | TSTR/TRTR ROC AUC | rows/s in memory |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for r in fidelity(bundles):
+        for r in fidelity(bundles, tuple(args.proposals.split(","))):
             print(f"| {r[0]} | `{r[1]}` | {r[2]} | {r[3]} | {r[4]:,} / {r[5]:,} | {r[6]:.3f} | {r[7]:.3f} | "
                   f"{r[8]:.3f} | {r[9]:,.0f} |")
+    if not args.skip_acceptance:
+        print("\n| kind | condition | class | train rows of the class meeting it | estimated plain acceptance | "
+              "estimated latent acceptance | cells kept | their prior mass | dropped share (estimate) | "
+              "dropped share (95% bound) | probe rows |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in acceptance(bundles):
+            print(f"| {r[0]} | `{r[1]}` | {r[2]} | {r[3]:.1%} | {r[4]:.1%} | {r[5]:.1%} ({r[5] / max(r[4], 1e-9):.2f}x) | "
+                  f"{r[6]} | {r[7]:.3f} | {r[8]:.2%} | {r[9]:.2%} | {r[10]:,} |")
     if not args.skip_speed:
         print(f"\n| case | condition | class 'no' rows meeting it | proposal | rows/s to Parquet, start-up incl. "
               f"({args.rows:,} rows) | acceptance |")
         print("|---|---|---|---|---|---|")
-        for r in speed(bundles, work, args.rows):
+        for r in speed(bundles, work, args.rows, tuple(args.proposals.split(","))):
             print(f"| {r[0]} | `{r[1]}` | {r[2]} | {r[3]} | {r[4]:,.0f} | {r[5]:.1%} |")
 
 
