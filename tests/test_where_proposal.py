@@ -229,7 +229,7 @@ def test_reject_keeps_every_cell_and_slicing_finds_what_components_hide():
     assert p.mixture is None and p.kept == tuple(range(50 * where.STRATA)) and p.proposal == p.plain
     sliced = mixture(np.full(8, T), np.ones(8))  # every component accepts half: its lower slices none of it
     p = where._estimate(FakeGen(sliced), spec(0), CONDITION, 0)
-    assert p.proposal > 1.8 * p.plain and p.dropped_bound <= where.EPS and p.mixture is not None
+    assert p.proposal > 1.7 * p.plain and p.dropped_bound <= where.EPS and p.mixture is not None  # at most 2x
 
 
 class NoiseGen(FakeGen):

@@ -1,37 +1,43 @@
 """Conditional sampling (``--where``): a latent proposal per class, and chunks whose every row meets the condition.
 
-Plain rejection decodes 1 / A rows per row kept, A = sum_j w_j a_j the class's acceptance (w_j: the weights of
-the class's latent mixture, a_j: the share of component j's decoded rows meeting the condition). The model's
-exact conditional puts the share w_j a_j / A of its rows in component j. The ``latent`` proposal keeps that
-exactly for the components it keeps and drops only components that together carry a bounded share of it:
+Plain rejection decodes 1 / A rows per row kept, A the share of a class's decoded rows meeting the condition.
+Write the class's latent mixture as cells c (below) of prior mass v_c and acceptance a_c, so A = sum_c v_c a_c:
+the model's exact conditional puts the share v_c a_c / A of its rows in cell c. The ``latent`` proposal keeps
+that exactly in the cells it draws and drops only cells that together carry a bounded share of it:
 
-1. Probe: ``PROBE_PER_COMPONENT`` rows decoded from each component estimate a_j (and A).
-2. Candidates: the components in ascending order of estimated acceptance; the longest run of them whose
-   estimated share of the conditional mass is at most ``EPS`` (and each below the acceptance of what is left,
-   so dropping it raises the acceptance).
-3. Certificate: a second probe, on its own random stream, decodes rows from the candidates in proportion to
-   their weights (``n_i = ceil(N w_i / W_D)``, so every probe row stands for at most W_D / N of the mass); the
-   longest run of candidates whose dropped mass, bounded from above at 95% (a Poisson upper limit on their hit
-   count, times the largest mass a probe row stands for), is at most ``EPS`` * A is dropped. The second probe
-   is what makes the bound honest: the candidates were chosen for having few hits in the first probe (a
-   component with 0 hits in 256 rows may still hold a_j ~ 1%, and choosing the luckiest of 50 biases a bound
-   computed on the same rows low), while the second probe's hits are independent of that choice.
-4. Draw components with their original weights restricted to the kept set K (w_j / W_K), decode, and reject
-   the rows that miss.
+1. Cells. ``PROBE_PER_COMPONENT`` rows decoded from each component j give its direction u_j (in its whitened
+   coordinates eps, z = m_j + L_j eps: from the mean of its draws to the mean of those meeting the condition)
+   and cut it into ``STRATA`` slices of equal mass along u_j: v_c = w_j / STRATA. A cell is drawn exactly: the
+   part of eps across u_j is independent of the part along it, which is replaced by a standard normal
+   restricted to the slice (by its quantile, ``ndtri``). The direction is chosen from data, but any direction
+   gives an exact partition, so exactness does not depend on it; only the gain does.
+2. Candidates. ``PROBE_PER_CELL`` rows per cell estimate a_c; in ascending order, the run of cells whose
+   estimated share of the conditional mass is at most ``EPS`` that leaves the highest acceptance (and raises
+   it by ``MIN_GAIN`` at least: no bias is spent for nothing).
+3. Certificate. A third probe, on its own stream, decodes rows from the candidates in proportion to their mass
+   (n_c = ceil(N v_c / V_D), so every probe row stands for at most V_D / N of the mass); the longest run of
+   candidates whose dropped mass, bounded above at 95% (a Poisson upper limit on their hit count times the
+   largest mass one of their probe rows stands for), is at most ``EPS`` * A is dropped. This probe is what makes
+   the bound honest: the candidates were chosen for having few hits in the cell probe (a cell with 0 hits in 128
+   rows may still hold 2%, and the luckiest of 400 bias a bound computed on the same rows low), while the
+   certifying probe's hits are independent of that choice. tests/test_where_proposal.py builds that trap.
+4. Draws. Cells of the kept set K with their prior mass renormalised (v_c / V_K), decode, reject the misses.
 
 The rows kept then follow the model's conditional restricted to K exactly, and their total-variation distance
-to the full conditional is the dropped share delta = sum_{j not in K} w_j a_j / A <= ``EPS`` (at 95%, up to the
-noise of the estimate of A, 1 / sqrt(hits of the first probe), a few % of EPS). Acceptance rises to
-A (1 - delta) / W_K. Among proposals that draw whole components and are exact on their support (any
-component weights q_j, each kept hit thinned by (w_j / q_j) / max_i(w_i / q_i) to restore the conditional), none
-does better: the acceptance of such a scheme is sum_K w_j a_j / max_K(w_j / q_j) <= sum_K w_j a_j / W_K, with
-equality at q proportional to w on K. So what is left to choose is K, i.e. how much mass to give up; tilting
-the weights towards high-acceptance components without thinning (w_j a_j, what this module did before) is
-faster but biased: its component shares are w_j a_j^2, and it missed the fidelity goals
-(benchmarks/bench_where.py, docs/generate.md). ``reject`` (plain rejection, K = all) is exact.
+to the full conditional is the dropped share delta = sum_{c not in K} v_c a_c / A <= ``EPS`` (at 95%, up to the
+noise of the estimate of A, about 1 / sqrt(its hits)); the acceptance is A (1 - delta) / V_K. For a given set
+of cells nothing exact does better: a scheme drawing cell c with any probability q_c and thinning each hit by
+(v_c / q_c) / M, M = max_K v_c / q_c, to restore the conditional, accepts sum_K v_c a_c / M, and M >= V_K since
+sum_K q_c = 1; equality at q proportional to v. What is left to choose is how much mass to give up (``EPS``) and
+how finely to cut (``STRATA``). On bank, whole components (``STRATA`` = 1) raised the acceptance 1.03-1.15x
+on the speed benchmark's conditions, slices of 8 1.14-1.90x (benchmarks/bench_where.py, docs/generate.md).
+Tilting the component weights towards acceptance without thinning (w_j a_j, what this module did before) was
+faster but biased: its component shares were w_j a_j^2, and it missed the fidelity goals. ``reject`` (plain
+rejection, K = all) is exact; a condition the latent does not decide, or a rare one the probes cannot
+certify, keeps every cell (plain rejection, the same rows as ``reject``).
 
-Both probes are seeded from the job seed and the class alone, so every process finds the same plan, and the
-plan (the dropped components, the estimates, the bound) goes into ``--dry-run`` and the manifest.
+All probes are seeded from the job seed and the class alone, so every process finds the same plan, and the
+plan (cells kept, the estimates, the bound) goes into ``--dry-run`` and the manifest.
 
 Chunk k of a shard holds exactly its planned rows: it draws from its own stream (``chunk_rng``) until enough
 rows meet the condition, so chunks stay independent (decode lanes still apply) and the bytes do not depend on
@@ -49,19 +55,20 @@ import numpy as np
 import pyarrow as pa
 
 from augment.conditions import Condition, ConditionError, impossible, parse_where
-from augment.sampler import GaussianMixture  # noqa: F401  (the type of a class's mixture)
+from augment.sampler import GaussianMixture
 
-__all__ = ["WherePlan", "ClassProposal", "where_plan", "where_chunk", "condition_for", "PROBE_PER_COMPONENT", "EPS",
-           "poisson_upper", "candidates", "certify_rows", "certified"]
+__all__ = ["WherePlan", "ClassProposal", "where_plan", "where_chunk", "condition_for", "PROBE_PER_COMPONENT",
+           "STRATA", "EPS", "CellMixture", "draw_cells", "ndtri", "poisson_upper", "candidates", "certify_rows",
+           "certified"]
 
 PROBE_PER_COMPONENT = 256  # decoded rows per mixture component: its acceptance and its direction
 STRATA = 8  # cells per component: equal-mass slices of its draws along its direction
-PROBE_PER_CELL = 64  # decoded rows per cell to estimate its acceptance
+PROBE_PER_CELL = 128  # decoded rows per cell to estimate its acceptance
 PROBE_PRIOR_ROWS = 16_384  # rows of the prior sampler's probe (no components to weigh)
 EPS = 0.02  # the most of a class's conditional mass the latent proposal may drop (95% upper bound)
 ALPHA = 0.05  # the bound on the dropped mass holds with probability 1 - ALPHA
 MIN_GAIN = 1.05  # drop cells only if that raises the acceptance this much (no bias spent for nothing)
-CERTIFY_ROWS = (4_096, 131_072)  # the certifying probe's rows: 20 W_D / (EPS A), within these
+CERTIFY_ROWS = (4_096, 131_072)  # certifying probe rows: 60 V_D / (EPS A) (0 hits use 5% of the bound), within
 OVERSAMPLE = 1.15  # draw this much more than the estimate says a chunk needs (fewer top-up rounds)
 MIN_DRAW_BUDGET = 2_000_000  # a chunk gives up after max(this, 200 x its rows / estimate) rows decoded
 
@@ -177,7 +184,7 @@ def candidates(weights: np.ndarray, share: np.ndarray, eps: float = EPS, plain: 
 def certify_rows(weights: np.ndarray, drop: np.ndarray, plain: float, eps: float = EPS) -> np.ndarray:
     """Rows of the certifying probe per candidate (in the order of ``drop``): N in proportion to the weights."""
     w = weights[drop]
-    total = math.ceil(20 * w.sum() / max(eps * plain, 1e-300))
+    total = math.ceil(60 * w.sum() / max(eps * plain, 1e-300))
     total = min(max(total, CERTIFY_ROWS[0]), CERTIFY_ROWS[1])
     return np.maximum(1, np.ceil(total * w / w.sum())).astype(np.int64)
 
