@@ -247,3 +247,16 @@ def test_the_plan_is_a_function_of_the_seed():
     mix = spread()
     a, b = (where._estimate(FakeGen(mix), spec(3), CONDITION, 0) for _ in range(2))
     assert a.kept == b.kept and a.proposal == b.proposal and a.probe_rows == b.probe_rows
+
+
+def test_dry_run_and_manifest_state_the_cells_kept_and_the_bound():
+    from augment.batch.run import describe_where
+
+    p = where._estimate(FakeGen(spread()), spec(0), CONDITION, 0)
+    line = describe_where(SimpleNamespace(classes=["no"]), spec(0), where.WherePlan(CONDITION, {0: p}))
+    assert f"estimated acceptance {p.proposal:.2%} (plain draws {p.plain:.2%}" in line
+    assert f"{len(p.kept)} of 400 latent cells, dropping at most {p.dropped_bound:.2%} of the conditional rows" in line
+    entry = p.to_json(["no"])
+    assert entry["cells"] == 400 and entry["cells_kept"] == len(p.kept) < 400 and entry["components"] == 50
+    assert 0 < entry["dropped_share"] <= entry["dropped_share_bound"] <= where.EPS
+    assert entry["kept_weight"] == pytest.approx(p.kept_weight, abs=1e-6) and entry["probe_rows"] == p.probe_rows
