@@ -69,6 +69,7 @@ EPS = 0.02  # the most of a class's conditional mass the latent proposal may dro
 ALPHA = 0.05  # the bound on the dropped mass holds with probability 1 - ALPHA
 MIN_GAIN = 1.05  # drop cells only if that raises the acceptance this much (no bias spent for nothing)
 CERTIFY_ROWS = (4_096, 131_072)  # certifying probe rows: 60 V_D / (EPS A) (0 hits use 5% of the bound), within
+MATMUL_ROWS = 256  # rows per (rows, d) @ (d, d) product: larger ones start BLAS threads that cost more than they give
 OVERSAMPLE = 1.15  # draw this much more than the estimate says a chunk needs (fewer top-up rounds)
 MIN_DRAW_BUDGET = 2_000_000  # a chunk gives up after max(this, 200 x its rows / estimate) rows decoded
 
@@ -136,6 +137,7 @@ def _probe_rng(seed: int, class_index: int, kind: int = 2) -> np.random.Generato
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=(kind, class_index))))
 
 
+@functools.lru_cache(maxsize=4096)
 def poisson_upper(hits: int, alpha: float = ALPHA) -> float:
     """The one-sided 1 - alpha upper limit of a Poisson mean after ``hits`` events: the mean m whose
     P(X <= hits; m) = alpha (exact, by bisection; -ln(alpha) for 0 hits)."""
@@ -151,7 +153,7 @@ def poisson_upper(hits: int, alpha: float = ALPHA) -> float:
         return math.exp(top) * math.fsum(math.exp(t - top) for t in terms)
 
     lo, hi = float(hits), hits + 10.0 * math.sqrt(hits + 1) + 10.0
-    for _ in range(80):
+    for _ in range(60):  # the bracket shrinks below 1e-15 of its width
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
     return hi
@@ -199,11 +201,18 @@ def certified(weights: np.ndarray, drop: np.ndarray, rows: np.ndarray, hits: np.
     The longest run of candidates whose bound is at most ``eps`` * plain goes.
     """
     c = weights[drop] / rows
-    for m in range(drop.size, 0, -1):
-        bound = float(c[:m].max()) * poisson_upper(int(hits[:m].sum()), alpha)
-        if bound <= eps * plain:
-            return m, float(c[:m] @ hits[:m]), bound
-    return 0, 0.0, 0.0
+    top, total = np.maximum.accumulate(c), np.cumsum(hits)
+
+    def bound(m: int) -> float:  # nondecreasing in m, so the longest run is found by bisection
+        return float(top[m - 1]) * poisson_upper(int(total[m - 1]), alpha)
+
+    lo, hi = 0, drop.size  # bound(lo) fits (lo = 0: nothing dropped); find the largest m that does
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if bound(mid) <= eps * plain else (lo, mid - 1)
+    if lo == 0:
+        return 0, 0.0, 0.0
+    return lo, float(c[:lo] @ hits[:lo]), bound(lo)
 
 
 def ndtri(p: np.ndarray, q: np.ndarray | None = None) -> np.ndarray:
@@ -251,8 +260,9 @@ def draw_cells(mix, directions: np.ndarray | None, comp: np.ndarray, stratum: np
     order = np.argsort(comp, kind="stable")
     bounds = np.searchsorted(comp[order], np.arange(k + 1))
     for j in np.flatnonzero(np.diff(bounds)):
-        rows = order[bounds[j]:bounds[j + 1]]
-        z[rows] = scaled[rows] @ factors[j] + means[j]
+        for start in range(bounds[j], bounds[j + 1], MATMUL_ROWS):
+            rows = order[start:min(start + MATMUL_ROWS, bounds[j + 1])]
+            z[rows] = scaled[rows] @ factors[j] + means[j]
     return z, eps
 
 
