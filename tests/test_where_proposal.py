@@ -1,8 +1,8 @@
-"""The latent proposal of --where (augment.batch.where): exact on the components it keeps, dropped mass bounded.
+"""The latent proposal of --where (augment.batch.where): exact on the cells it keeps, dropped mass bounded.
 
 A stand-in generator whose "decoder" returns the first latent coordinate as column x makes every component's
-acceptance of ``x > T`` known in closed form (a normal tail), so the proposal's choices can be checked against
-the truth rather than against another estimate.
+and every cell's acceptance of ``x > T`` known in closed form (normal tails), so the proposal's choices are
+checked against the truth rather than against another estimate.
 """
 
 from __future__ import annotations
@@ -120,6 +120,13 @@ def test_cells_draw_the_normal_restricted_to_their_slice():
         across = e.astype(np.float64) @ np.array([0.8, -0.6])
         assert abs(across.mean()) < 0.03 and abs(across.std() - 1) < 0.03  # untouched, still N(0, 1)
         np.testing.assert_allclose(z, e, atol=1e-6)  # component 0: mean 0, unit scales
+    # full covariances (what augment train writes): z = m_j + L_j eps, rows of each component in blocks
+    chol = np.array([[[1.0, 0.0], [0.5, 2.0]], [[3.0, 0.0], [-1.0, 0.5]]])
+    full = GaussianMixture(np.array([0.5, 0.5]), np.array([[1.0, -1.0], [0.0, 4.0]]), cholesky=chol)
+    comp = rng.integers(0, 2, 3000)
+    z, e = where.draw_cells(full, u, comp, rng.integers(0, where.STRATA, 3000), rng, temperature=0.5)
+    want = np.einsum("nij,nj->ni", chol[comp], 0.5 * e.astype(np.float64)) + full.means[comp]
+    np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)
     # every slice of a component drawn as often: the component itself, N(m, I)
     comp = np.ones(n, dtype=np.int64)
     z, _ = where.draw_cells(mix, u, comp, rng.integers(0, where.STRATA, n), rng)

@@ -29,8 +29,9 @@ noise of the estimate of A, about 1 / sqrt(its hits)); the acceptance is A (1 - 
 of cells nothing exact does better: a scheme drawing cell c with any probability q_c and thinning each hit by
 (v_c / q_c) / M, M = max_K v_c / q_c, to restore the conditional, accepts sum_K v_c a_c / M, and M >= V_K since
 sum_K q_c = 1; equality at q proportional to v. What is left to choose is how much mass to give up (``EPS``) and
-how finely to cut (``STRATA``). On bank, whole components (``STRATA`` = 1) raised the acceptance 1.03-1.15x
-on the speed benchmark's conditions, slices of 8 1.27-2.26x (benchmarks/bench_where.py, docs/generate.md).
+how finely to cut (``STRATA``). On bank, dropping whole components only (a first version of this module)
+raised the acceptance 1.03-1.15x on the speed benchmark's conditions, slices of 8 1.27-2.26x
+(benchmarks/bench_where.py, docs/generate.md).
 Tilting the component weights towards acceptance without thinning (w_j a_j, what this module did before) was
 faster but biased: its component shares were w_j a_j^2, and it missed the fidelity goals. ``reject`` (plain
 rejection, K = all) is exact; a condition the latent does not decide, or a rare one the probes cannot
