@@ -11,8 +11,9 @@ __all__ = ["MODES", "SAMPLERS", "DEVICES", "WHERE_PROPOSALS", "PROVENANCE", "PRO
 MODES = ("sample", "perturb", "interpolate")
 SAMPLERS = ("mixture", "prior")
 DEVICES = ("auto", "cpu", "cuda")
-# --where: latent draws from the class mixture reweighted by each component's share of rows meeting the
-# condition (then rejects the rest); reject draws from the plain mixture and rejects (exact, slower).
+# --where: latent draws the latent cells (slices of the mixture components) that carry the conditional rows,
+# with their prior mass, dropping at most 2% of those rows (a 95% bound), then rejects the rest; reject draws
+# from the plain mixture and rejects (the exact conditional, slower). augment.batch.where.
 WHERE_PROPOSALS = ("latent", "reject")
 
 # Provenance columns, in output order, with their Arrow type names (pyarrow.<name>()); written only when asked.

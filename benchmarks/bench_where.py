@@ -1,18 +1,25 @@
 """Benchmark of ``augment generate --where`` on bank marketing (not a test): fidelity and speed tables.
 
     python benchmarks/bench_where.py --data ../shared/data/bank_marketing.parquet [--work runs/bench_where]
-                                     [--rows 500000] [--skip-speed] [--skip-fidelity]
+                                     [--rows 500000] [--skip-speed] [--skip-fidelity] [--skip-acceptance]
+                                     [--proposals latent,reject] [--no-train]
 
 Split: 80/20 stratified, seed 0 (``bench_train.split``); two bundles trained with default settings: bank as it
 is, and a copy with ``pdays = -1`` ("never contacted before", 82% of rows) stored as null, for the null test
 (bank has no nulls). Bundles already under --work are reused.
 
-Fidelity, per condition and per proposal (``latent``: components reweighted by acceptance; ``reject``: plain
-rejection, the exact conditional): the synthetic rows are generated with the class counts of the training
-rows meeting the condition; column shapes (augment.evaluate.metrics.column_shapes: 1 - KS / 1 - TVD, mean over
-the columns) of those rows against the real training rows meeting it; TSTR / TRTR (augment.evaluate.utility:
-the evaluation's gradient-boosting classifier, trained on the synthetic vs the real training rows meeting it,
-scored on the held-out rows meeting it), as accuracy and ROC AUC ratios.
+Fidelity, per condition and per proposal (``latent``: the latent cells carrying the condition, with their
+prior mass, at most 2% of the conditional rows dropped; ``reject``: plain rejection, the exact conditional):
+the synthetic rows are generated with the class counts of the training rows meeting the condition; column
+shapes (augment.evaluate.metrics.column_shapes: 1 - KS / 1 - TVD, mean over the columns) of those rows against
+the real training rows meeting it; TSTR / TRTR (augment.evaluate.utility: the evaluation's gradient-boosting
+classifier, trained on the synthetic vs the real training rows meeting it, scored on the held-out rows meeting
+it), as accuracy and ROC AUC ratios.
+
+Acceptance: per condition (the fidelity ones and the speed ones) and class, the latent plan's estimates at seed
+0 (what --dry-run prints): plain and latent acceptance, cells kept, their prior mass, the dropped share of the
+conditional rows and its 95% bound, and that share measured on --check-rows fresh rows decoded from the
+dropped cells (a stream of its own; its noise is about 1 / sqrt(hits)).
 
 Speed: ``augment generate`` as a fresh process (start-up, bundle load and acceptance probe included), --rows
 rows of class 'no' to Parquet, for conditions held by about 5% and 30% of that class's training rows, with
@@ -99,7 +106,7 @@ def _num(v) -> float:
     return float(v) if isinstance(v, float) else float("nan")
 
 
-def fidelity(bundles: dict) -> list[tuple]:
+def fidelity(bundles: dict, proposals=("latent", "reject")) -> list[tuple]:
     from augment.commands.evaluate import filter_where
     from augment.conditions import parse_where
     from augment.generator import Generator
@@ -116,7 +123,7 @@ def fidelity(bundles: dict) -> list[tuple]:
         labels = tr_c.column(LABEL).to_pylist()
         counts = {gen.class_index(c): labels.count(c) for c in gen.classes if labels.count(c)}
         share = tr_c.num_rows / tr.num_rows
-        for proposal in ("latent", "reject"):
+        for proposal in proposals:
             t0 = time.perf_counter()
             synth = generate_table(gen, counts, 0, where=clauses, where_proposal=proposal)
             secs = time.perf_counter() - t0
@@ -127,6 +134,60 @@ def fidelity(bundles: dict) -> list[tuple]:
                          shapes, acc, auc, synth.num_rows / secs))
             print(rows[-1], file=sys.stderr)
     return rows
+
+
+def dropped_measured(gen, plan, c: int, rows: int) -> float:
+    """The dropped cells' share of class ``c``'s conditional rows, measured on ``rows`` fresh rows decoded from
+    those cells in proportion to their prior mass (a stream no plan uses), against the plan's estimate of A."""
+    from augment.batch import where
+
+    p = plan.classes[c]
+    cells = np.setdiff1d(np.arange(p.cells), np.asarray(p.kept))
+    if p.mixture is None or not cells.size:
+        return 0.0
+    mix = p.mixture.mix
+    mass = mix.weights[cells // where.STRATA] / where.STRATA
+    rng = np.random.default_rng([7, c])
+    pick = cells[np.searchsorted(np.cumsum(mass / mass.sum()), rng.random(rows), side="right").clip(0, cells.size - 1)]
+    hits = 0
+    for start in range(0, rows, 8192):
+        part = pick[start:start + 8192]
+        z, _ = where.draw_cells(mix, p.mixture.directions, part // where.STRATA, part % where.STRATA, rng)
+        hits += int(plan.condition.mask(gen.decode(z, np.full(part.size, c, dtype=np.int64), rng)).sum())
+    return float(mass.sum()) * hits / rows / p.plain
+
+
+def acceptance(bundles: dict, check_rows: int = 0) -> list[tuple]:
+    """Per condition of both tables and class: the plan's estimates for the latent proposal (seed 0), and with
+    ``check_rows`` the dropped share measured on that many fresh rows of the dropped cells."""
+    from augment.batch.where import where_plan
+    from augment.conditions import parse_where
+    from augment.generator import Generator
+    from augment.rows import sample_spec
+
+    gens = {name: Generator.from_path(b[0]) for name, b in bundles.items()}
+    out = []
+    for kind, name, clauses in FIDELITY + [("speed", "bank", w) for _, w in SPEED_CASES]:
+        if name not in bundles:
+            continue
+        gen, tr = gens[name], bundles[name][1]
+        if clauses[0].startswith("age >= QUANTILE"):
+            clauses = [_quantile_clause(tr, float(clauses[0].split()[-1]))]
+        held = parse_where(clauses, tr.schema).mask(tr)
+        labels = np.asarray(tr.column(LABEL).to_pylist())
+        plan = where_plan(gen, sample_spec({c: 1 for c in range(len(gen.classes))}, 0, where=tuple(clauses)))
+        for c, p in sorted(plan.classes.items()):
+            real = float(held[labels == gen.classes[c]].mean())
+            measured = dropped_measured(gen, plan, c, check_rows) if check_rows else float("nan")
+            out.append((kind, " and ".join(clauses), str(gen.classes[c]), real, p.plain, p.proposal,
+                        f"{len(p.kept)}/{p.cells}", p.kept_weight, p.dropped_share, p.dropped_bound, p.probe_rows,
+                        measured))
+            print(out[-1], file=sys.stderr)
+    return out
+
+
+SPEED_CASES = [("5% numeric", ["age >= QUANTILE 0.05"]), ("5% category", ["job = retired"]),
+               ("30% numeric", ["age >= QUANTILE 0.30"]), ("30% combined", ["housing = yes", "loan = no", "age < 45"])]
 
 
 def _quantile_clause(tr: pa.Table, share: float) -> str:
@@ -147,17 +208,17 @@ def _run(model: Path, out: Path, rows: int, where: list[str], proposal: str) -> 
     return rows / wall, json.loads((out / "_manifest.json").read_text())
 
 
-def speed(bundles: dict, work: Path, rows: int) -> list[tuple]:
+def speed(bundles: dict, work: Path, rows: int, proposals=("latent", "reject")) -> list[tuple]:
     model, tr, _ = bundles["bank"]
     no = tr.filter(pc.equal(tr.column(LABEL), "no"))
-    cases = [("5% numeric", [_quantile_clause(tr, 0.05)]), ("5% category", ["job = retired"]),
-             ("30% numeric", [_quantile_clause(tr, 0.30)]), ("30% combined", ["housing = yes", "loan = no", "age < 45"])]
+    cases = [(name, [_quantile_clause(tr, float(w[0].split()[-1]))] if w[0].startswith("age >= QUANTILE") else w)
+             for name, w in SPEED_CASES]
     out = []
     rate, _ = _run(model, work / "speed", rows, [], "latent")
     out.append(("none", "", "100%", "", rate, 1.0))
     for name, where in cases:
         held = float(parse(where, no).mean())
-        for proposal in ("latent", "reject"):
+        for proposal in proposals:
             rate, manifest = _run(model, work / "speed", rows, where, proposal)
             acc = manifest["where"]["per_class"][0]["acceptance"]
             out.append((name, " and ".join(where), f"{held:.1%}", proposal, rate, acc))
@@ -178,7 +239,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=500_000, help="rows per speed run")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-fidelity", action="store_true")
+    ap.add_argument("--skip-acceptance", action="store_true")
+    ap.add_argument("--check-rows", type=int, default=65_536,
+                    help="fresh rows decoded from each plan's dropped cells to measure their share (0: none)")
     ap.add_argument("--no-train", action="store_true", help="use the bundles under --work, train none")
+    ap.add_argument("--proposals", default="latent,reject", help="comma-separated --where-proposal values to run")
     args = ap.parse_args()
     work = Path(args.work)
     bundles = prepare(Path(args.data), work, train_missing=not args.no_train)
@@ -186,14 +251,23 @@ def main() -> None:
         print("| kind | condition | train rows meeting it | proposal | real train / test rows | column shapes | "
               "TSTR/TRTR accuracy | TSTR/TRTR ROC AUC | rows/s in memory |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for r in fidelity(bundles):
+        for r in fidelity(bundles, tuple(args.proposals.split(","))):
             print(f"| {r[0]} | `{r[1]}` | {r[2]} | {r[3]} | {r[4]:,} / {r[5]:,} | {r[6]:.3f} | {r[7]:.3f} | "
                   f"{r[8]:.3f} | {r[9]:,.0f} |")
+    if not args.skip_acceptance:
+        print("\n| kind | condition | class | train rows of the class meeting it | estimated plain acceptance | "
+              "estimated latent acceptance | cells kept | their prior mass | dropped share (estimate) | "
+              f"dropped share (95% bound) | dropped share measured ({args.check_rows:,} fresh rows) | probe rows |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in acceptance(bundles, args.check_rows):
+            gain = r[5] / max(r[4], 1e-9)
+            print(f"| {r[0]} | `{r[1]}` | {r[2]} | {r[3]:.1%} | {r[4]:.1%} | {r[5]:.1%} ({gain:.2f}x) | "
+                  f"{r[6]} | {r[7]:.3f} | {r[8]:.2%} | {r[9]:.2%} | {r[11]:.2%} | {r[10]:,} |")
     if not args.skip_speed:
         print(f"\n| case | condition | class 'no' rows meeting it | proposal | rows/s to Parquet, start-up incl. "
               f"({args.rows:,} rows) | acceptance |")
         print("|---|---|---|---|---|---|")
-        for r in speed(bundles, work, args.rows):
+        for r in speed(bundles, work, args.rows, tuple(args.proposals.split(","))):
             print(f"| {r[0]} | `{r[1]}` | {r[2]} | {r[3]} | {r[4]:,.0f} | {r[5]:.1%} |")
 
 

@@ -69,7 +69,14 @@ def test_conditional_rows_differ_from_plain_and_by_seed(gen):
     a = generate_table(gen, {0: 50, 1: 50}, 1, where=WHERE)
     assert a.equals(generate_table(gen, {0: 50, 1: 50}, 1, where=WHERE))
     assert not a.equals(generate_table(gen, {0: 50, 1: 50}, 2, where=WHERE))
-    assert not a.equals(generate_table(gen, {0: 50, 1: 50}, 1, where=WHERE, where_proposal="reject"))
+    # The tiny bundle's latent barely decides these columns: no cell of its two components is empty enough to
+    # drop, so the latent proposal keeps them all with their weights: it is plain rejection, row for row.
+    from augment.batch.where import where_plan
+    from augment.rows import sample_spec
+
+    plan = where_plan(gen, sample_spec({0: 50, 1: 50}, 1, where=tuple(WHERE)))
+    assert all(p.mixture is None and p.kept == tuple(range(p.cells)) and p.cells == 16 for p in plan.classes.values())
+    assert a.equals(generate_table(gen, {0: 50, 1: 50}, 1, where=WHERE, where_proposal="reject"))
     plain = generate_table(gen, {0: 400, 1: 400}, 1)
     assert 0 < meets(plain, WHERE).mean() < 0.5  # the condition is selective, so the test above means something
 
@@ -91,6 +98,7 @@ def test_same_bytes_in_process_lanes_and_process_pool(table_bundle, tmp_path, mo
     for c in m["where"]["per_class"]:
         assert c["kept"] in (300, 130) and c["decoded"] >= c["kept"] and 0 < c["acceptance"] <= 1
         assert 0 < c["estimated_plain"] <= c["estimated_proposal"] <= 1
+        assert c["components"] == 2 and c["cells"] == c["cells_kept"] == 16 and c["dropped_share_bound"] == 0
     assert "--where kept" in r.output
 
 

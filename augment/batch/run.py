@@ -131,8 +131,10 @@ def describe_where(gen, spec: JobSpec, plan: WherePlan) -> str:
     """The --dry-run lines of a conditional job: per class, the estimated share of decoded rows kept."""
     lines = [f"where: {plan.condition} (proposal {spec.where_proposal})"]
     for c, p in sorted(plan.classes.items()):
+        kept = (f"; {len(p.kept)} of {p.cells} latent cells, dropping at most {p.dropped_bound:.2%} of the "
+                f"conditional rows" if p.components and len(p.kept) < p.cells else "")
         lines.append(f"  class {str(gen.classes[c])!r}: estimated acceptance {p.proposal:.2%} "
-                     f"(plain draws {p.plain:.2%}; {p.probe_rows:,} probe rows), "
+                     f"(plain draws {p.plain:.2%}; {p.probe_rows:,} probe rows{kept}), "
                      f"{1 / max(p.proposal, 1e-9):,.1f} rows decoded per row written")
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ class JobSpec:
     reference: str | None = None
     provenance: bool = False  # write the augment_* provenance columns (mode, source rows, alpha)
     where: tuple[str, ...] = ()  # --where clauses, all must hold (augment.conditions); sample mode
-    where_proposal: str = "latent"  # latent: mixture reweighted by per-component acceptance; reject: plain
+    where_proposal: str = "latent"  # latent: the cells carrying the condition (augment.batch.where); reject: plain
 
     @property
     def filtered(self) -> bool:

@@ -53,8 +53,9 @@ __all__ = ["generate"]
               help="A condition every row meets: 'age >= 60', 'job in retired|management', 'pdays is null', "
                    "'`col name` != x'. Repeatable (all must hold); counts stay exact.")
 @click.option("--where-proposal", type=click.Choice(WHERE_PROPOSALS), default="latent", show_default=True,
-              help="latent: draw from mixture components in proportion to how often they meet --where, reject "
-                   "the rest (fast); reject: plain draws, reject (exact conditional, slower).")
+              help="latent: draw only the latent cells that carry the rows meeting --where, with their own "
+                   "weights, and reject the rest (drops at most 2% of the conditional rows; faster); reject: "
+                   "plain draws, reject (the exact conditional, slower).")
 @click.option("--engine", type=click.Choice(["auto", "local", "ray"]), default="auto", show_default=True,
               help="auto: Ray if --ray-address is given (or Ray is up), else this machine, in process.")
 @click.option("--workers", type=int, default=None,
