@@ -1,9 +1,10 @@
-"""numpy -> Arrow without ``pa.array``, on the generation path.
+"""numpy <-> Arrow without ``pa.array`` or ``to_numpy``, on the generation path.
 
 ``pa.array`` checks its argument for pandas objects, and its first call in a process imports pandas: 0.2 s, a
 tenth of the wall time of a million-row ``augment generate`` here. Arrays built from buffers skip that check
 (and the copy: numeric values are wrapped, not converted). Types these helpers do not cover fall back to
-``pa.array``.
+``pa.array``. ``Array.to_numpy`` and a Python scalar handed to a compute function (``pc.fill_null(a, False)``)
+take the same detour; ``to_bool`` reads a boolean mask back from its bits.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["from_numpy", "from_list", "constant_string"]
+__all__ = ["from_numpy", "from_list", "constant_string", "to_bool"]
 
 
 def _bits(mask: np.ndarray) -> pa.Buffer:
@@ -57,3 +58,19 @@ def constant_string(value: str, n: int) -> pa.Array:
     raw = value.encode("utf-8")
     offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
+
+
+def to_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(n,) numpy bools of an Arrow boolean array or chunked array; null counts as False."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    parts = []
+    for chunk in chunks:
+        n, offset = len(chunk), chunk.offset
+        validity, data = chunk.buffers()[:2]
+        bits = np.unpackbits(np.frombuffer(data, np.uint8), count=offset + n, bitorder="little")[offset:]
+        if chunk.null_count and validity is not None:
+            bits &= np.unpackbits(np.frombuffer(validity, np.uint8), count=offset + n, bitorder="little")[offset:]
+        parts.append(bits.astype(bool))
+    if not parts:
+        return np.zeros(0, dtype=bool)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -16,6 +16,7 @@ work, a condition that no training row of a class meets.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -23,11 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from augment import arrays
 from augment.errors import AugmentError
 
 __all__ = ["ConditionError", "Clause", "Condition", "parse_where", "summarize", "impossible", "OPS"]
 
 OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "is null", "is not null")
+_FALSE = arrays.from_numpy(np.zeros(1, dtype=bool))[0]  # pa.scalar(False), or False handed to pc.fill_null, imports pandas
 _COMPARE = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater,
             ">=": pc.greater_equal}
 _NAME = r"(?:`(?P<quoted>[^`]+)`|(?P<bare>[^\s`!=<>]+))"
@@ -63,10 +66,19 @@ class Clause:
         if self.op == "is not null":
             return pc.is_valid(col)
         if self.op == "in":
-            hit = pc.is_in(col, value_set=pa.array([v.as_py() for v in self.values], type=self.values[0].type))
+            hit = pc.is_in(col, value_set=self.value_set)
         else:
             hit = _COMPARE[self.op](col, self.values[0])
-        return pc.fill_null(hit, False)
+        return pc.fill_null(hit, _FALSE)
+
+    @functools.cached_property
+    def value_set(self) -> pa.Array:
+        """The ``in`` values as one array, made once (through text and a cast: ``pa.array`` would import pandas)."""
+        t = self.values[0].type
+        try:
+            return arrays.from_list([v.cast(pa.string()).as_py() for v in self.values], pa.string()).cast(t)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return pa.array([v.as_py() for v in self.values], type=t)
 
 
 @dataclass(frozen=True)
@@ -87,11 +99,11 @@ class Condition:
         """(n,) bool: the rows of ``table`` meeting every clause."""
         out = np.ones(table.num_rows, dtype=bool)
         for clause in self.clauses:
-            out &= np.asarray(clause.mask(table.column(clause.column)), dtype=bool)
+            out &= arrays.to_bool(clause.mask(table.column(clause.column)))
         return out
 
     def filter(self, table: pa.Table) -> pa.Table:
-        return table.filter(pa.array(self.mask(table)))
+        return table.filter(arrays.from_numpy(self.mask(table)))
 
     def __str__(self) -> str:
         return " and ".join(self.texts)
@@ -122,7 +134,7 @@ def _cast(text: str, value: str, name: str, t: pa.DataType) -> pa.Scalar:
     try:
         if pa.types.is_boolean(target):  # Arrow's string -> bool cast takes true/false/1/0 only
             raw = {"yes": "true", "no": "false"}.get(raw.lower(), raw)
-        return pa.array([raw], pa.string()).cast(target)[0]
+        return arrays.from_list([raw], pa.string()).cast(target)[0]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         raise ConditionError(f"--where {text!r}: {raw!r} is not a value of column {name!r} (type {target})") from None
 
@@ -242,12 +254,12 @@ def _column_possible(clauses: list[Clause], entry: dict, t: pa.DataType) -> bool
     if valid == 0:
         return False
     if "values" in entry:  # the training values of the class, each tested against every clause
-        seen = pa.array(entry["values"], pa.string()).cast(t) if entry["values"] else pa.array([], t)
+        seen = arrays.from_list(entry["values"], pa.string()).cast(t) if entry["values"] else pa.array([], t)
         ok = np.ones(len(seen), dtype=bool)
         for c in clauses:
-            ok &= np.asarray(c.mask(seen), dtype=bool)
+            ok &= arrays.to_bool(c.mask(seen))
         return bool(ok.any())
-    lo, hi = pa.array([entry["min"], entry["max"]], pa.string()).cast(t)
+    lo, hi = arrays.from_list([entry["min"], entry["max"]], pa.string()).cast(t)
     lo_open = hi_open = False  # the training range [lo, hi], narrowed by each clause; empty means impossible
     for c in clauses:
         v = c.values[0] if c.values else None

@@ -115,3 +115,26 @@ def test_summary_tells_impossible_from_rare():
     assert bad("price >= 99.99") == ["no training row of class 'no' has price >= 99.99"]
     assert bad("age >= 20", "job in retired|technician", "income is not null") == []
     assert impossible(parse_where(["age >= 100"], SCHEMA), None, ["no", "yes"], [0, 1]) == []
+
+
+def test_masks_are_read_from_their_bits_nulls_false():
+    from augment.arrays import to_bool
+
+    a = pa.array([True, None, False, True, True, None, False, True, True, False])
+    for arr in (a, a.slice(3), a.slice(1, 5), pa.chunked_array([a.slice(2), a]), pa.chunked_array([], pa.bool_())):
+        expected = np.array([bool(x) for x in arr.to_pylist()], dtype=bool)
+        assert to_bool(arr).dtype == bool and np.array_equal(to_bool(arr), expected)
+
+
+def test_conditions_never_import_pandas(table_bundle):
+    """pa.array, Array.to_numpy and Python scalars in compute calls import pandas (0.5 s here) on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\nfrom augment.rows import generate_table\nfrom augment.generator import Generator\n"
+            f"gen = Generator.from_path({str(table_bundle)!r})\n"
+            "t = generate_table(gen, {0: 30}, 0, where=['age >= 30', 'job in admin.|technician', 'age is not null'])\n"
+            "assert t.num_rows == 30\nprint('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
