@@ -56,6 +56,7 @@ import numpy as np
 import pyarrow as pa
 
 from augment.conditions import Condition, ConditionError, impossible, parse_where
+from augment.draws import standard_normal
 from augment.sampler import GaussianMixture
 
 __all__ = ["WherePlan", "ClassProposal", "where_plan", "where_chunk", "condition_for", "PROBE_PER_COMPONENT",
@@ -248,7 +249,7 @@ def draw_cells(mix, directions: np.ndarray | None, comp: np.ndarray, stratum: np
     """
     n, (k, d) = len(comp), mix.means.shape
     _, means, factors = mix._float32
-    eps = rng.standard_normal((n, d), dtype=np.float32)
+    eps = standard_normal(rng, (n, d))
     if stratum is not None:
         u = directions.astype(np.float32)[comp]
         uni = rng.random(n)
