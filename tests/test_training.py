@@ -313,6 +313,15 @@ def test_latent_mixture_defaults_by_modality_and_overrides(table_bundle, image_b
         wide = fit_class_mixtures(mu, lv, np.zeros(200, int), 1, 2, 0, "full", "means", inflate=inflate)["classes"][0]
         cov = [np.asarray(c) @ np.asarray(c).T for c in wide["cholesky"]]
         assert all(np.allclose(np.diag(c), 0.25 * inflate, atol=2e-3) for c in cov)
+    # inflate_min_var: only the dimensions whose posterior variance reaches it; inflate_min_rows: only big classes
+    lv2 = np.log(np.tile([0.25, 1.0], (200, 1)))
+    some = fit_class_mixtures(mu, lv2, np.zeros(200, int), 1, 2, 0, "full", "means", inflate=1.0,
+                              inflate_min_var=0.5)["classes"][0]
+    cov = [np.asarray(c) @ np.asarray(c).T for c in some["cholesky"]]
+    assert all(np.diag(c)[0] < 2e-3 and abs(np.diag(c)[1] - 1.0) < 2e-3 for c in cov)
+    none = fit_class_mixtures(mu, lv2, np.zeros(200, int), 1, 2, 0, "full", "means", inflate=1.0,
+                              inflate_min_rows=201)["classes"][0]
+    assert max(abs(v) for c in none["cholesky"] for row in c for v in row) < 0.05
     with pytest.raises(ValueError, match="mixture inflate"):
         TrainConfig(mixture_inflate=-1)
 

@@ -30,12 +30,14 @@ MIN_ROWS_PER_COMPONENT = 25
 
 def fit_class_mixtures(mu: np.ndarray, logvar: np.ndarray, y_index: np.ndarray, n_classes: int,
                        max_components: int, seed: int, covariance: str = "full", fit_on: str = "samples",
-                       inflate: float = 0.0) -> dict:
+                       inflate: float = 0.0, inflate_min_var: float = 0.0, inflate_min_rows: int = 0) -> dict:
     """``fit_on``: "samples" (z ~ q(z | x, y) per row) or "means" (the posterior means alone).
 
     ``inflate`` > 0 adds that share of each component's mean posterior variance (its rows' exp(logvar),
     weighted by responsibility) to the component's covariance: fitted to means, the mixture otherwise leaves
-    out the encoder's own spread around each row.
+    out the encoder's own spread around each row. Experiments (benchmarks/bench_mixture.py, not TrainConfig):
+    ``inflate_min_var`` inflates only where that mean posterior variance is at least this (the dimensions the
+    encoder leaves near the prior), ``inflate_min_rows`` only the classes with at least this many rows.
     """
     if covariance not in ("diag", "full"):
         raise ValueError(f"covariance must be diag or full, got {covariance!r}")
@@ -64,9 +66,10 @@ def fit_class_mixtures(mu: np.ndarray, logvar: np.ndarray, y_index: np.ndarray, 
                              max_iter=200, tol=tol)
         with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread ran 20% faster than two here
             gm.fit(z)
-        if inflate > 0:
-            resp = gm.predict_proba(z)  # (n, k)
+            resp = gm.predict_proba(z) if inflate > 0 and len(rows) >= inflate_min_rows else None  # (n, k)
+        if resp is not None:
             spread = resp.T @ var / np.maximum(resp.sum(0), 1e-12)[:, None]  # (k, d)
+            spread = np.where(spread >= inflate_min_var, spread, 0.0)
             if covariance == "diag":
                 gm.covariances_ = gm.covariances_ + inflate * spread
             else:
