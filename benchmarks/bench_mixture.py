@@ -105,7 +105,7 @@ def main() -> None:
                 if mu is None:
                     mu, logvar, labels = encode_training_rows(Generator(bundle), train_t, cfg["seed"])
                 defaults = bundle.json["sampler"]["mixture"]
-                image = bundle.json["modality"] == "image"  # the defaults of TrainConfig.resolved_mixture
+                image = bundle.json["modality"] == "image"  # the bundle's settings (50 / 10 before they were recorded)
                 kw = {"max_components": cfg.get("mixture_components") or (10 if image else 50),
                       "covariance": defaults["covariance"], "fit_on": cfg.get("mixture_fit") or ("samples" if image else "means"),
                       "seed": cfg["seed"], **opts}
@@ -117,7 +117,8 @@ def main() -> None:
                 gen = Generator(replace(bundle, json=meta))
             runs = [(name, None)]
             if args.guard:
-                runs.append((name + " + guard", PrivacyFilter.calibrate(train_t, test_t, label=label)))
+                kept = [c for c in train_t.column_names if c in gen.schema.names]  # not the --drop columns
+                runs.append((name + " + guard", PrivacyFilter.calibrate(train_t.select(kept), test_t.select(kept), label=label)))
             for shown, guard in runs:
                 r = score(ds, gen, train_t, test_t, label, args.gen_seed, guard)
                 print(f"| {ds} | {shown} | {_num(fit_s) if fit_s is not None else 'bundle'} | {r['tstr']:.3f} | {_num(r['shapes'])} "

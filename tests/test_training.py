@@ -293,9 +293,16 @@ def test_latent_mixture_defaults_by_modality_and_overrides(table_bundle, image_b
     from training.config import TrainConfig
     from training.mixture import fit_class_mixtures
 
-    assert TrainConfig().resolved_mixture("table") == (50, "full", "means")
-    assert TrainConfig().resolved_mixture("image") == (10, "full", "samples")
-    assert TrainConfig(mixture_components=3, mixture_covariance="diag").resolved_mixture("table") == (3, "diag", "means")
+    # tables: fitted to the means, half the posterior spread added back; images: draws, which carry it already
+    assert TrainConfig().resolved_mixture("table") == (100, "full", "means", 0.5)
+    assert TrainConfig().resolved_mixture("image") == (10, "full", "samples", 0.0)
+    assert TrainConfig(mixture_components=3, mixture_covariance="diag").resolved_mixture("table") == (3, "diag", "means", 0.5)
+    assert TrainConfig(mixture_fit="samples").resolved_mixture("table")[3] == 0.0
+    assert TrainConfig(mixture_inflate=0.0).resolved_mixture("table")[3] == 0.0
+    assert TrainConfig(mixture_fit="means", mixture_inflate=1.0).resolved_mixture("image")[3] == 1.0
+    for bundle, inflate in ((table_bundle, 0.5), (image_bundle, 0.0)):  # what was used is recorded
+        recorded = json.loads((bundle / "bundle.json").read_text())["training"]["config"]
+        assert recorded["mixture_inflate"] == inflate and recorded["mixture_components"] == 2
     with pytest.raises(ValueError, match="mixture covariance"):
         TrainConfig(mixture_covariance="spherical")
     with pytest.raises(ValueError, match="mixture fit"):
