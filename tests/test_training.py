@@ -293,9 +293,16 @@ def test_latent_mixture_defaults_by_modality_and_overrides(table_bundle, image_b
     from training.config import TrainConfig
     from training.mixture import fit_class_mixtures
 
-    assert TrainConfig().resolved_mixture("table") == (50, "full", "means")
-    assert TrainConfig().resolved_mixture("image") == (10, "full", "samples")
-    assert TrainConfig(mixture_components=3, mixture_covariance="diag").resolved_mixture("table") == (3, "diag", "means")
+    # tables: fitted to the means, half the posterior spread added back; images: draws, which carry it already
+    assert TrainConfig().resolved_mixture("table") == (100, "full", "means", 0.5)
+    assert TrainConfig().resolved_mixture("image") == (10, "full", "samples", 0.0)
+    assert TrainConfig(mixture_components=3, mixture_covariance="diag").resolved_mixture("table") == (3, "diag", "means", 0.5)
+    assert TrainConfig(mixture_fit="samples").resolved_mixture("table")[3] == 0.0
+    assert TrainConfig(mixture_inflate=0.0).resolved_mixture("table")[3] == 0.0
+    assert TrainConfig(mixture_fit="means", mixture_inflate=1.0).resolved_mixture("image")[3] == 1.0
+    for bundle, inflate in ((table_bundle, 0.5), (image_bundle, 0.0)):  # what was used is recorded
+        recorded = json.loads((bundle / "bundle.json").read_text())["training"]["config"]
+        assert recorded["mixture_inflate"] == inflate and recorded["mixture_components"] == 2
     with pytest.raises(ValueError, match="mixture covariance"):
         TrainConfig(mixture_covariance="spherical")
     with pytest.raises(ValueError, match="mixture fit"):
@@ -313,6 +320,15 @@ def test_latent_mixture_defaults_by_modality_and_overrides(table_bundle, image_b
         wide = fit_class_mixtures(mu, lv, np.zeros(200, int), 1, 2, 0, "full", "means", inflate=inflate)["classes"][0]
         cov = [np.asarray(c) @ np.asarray(c).T for c in wide["cholesky"]]
         assert all(np.allclose(np.diag(c), 0.25 * inflate, atol=2e-3) for c in cov)
+    # inflate_min_var: only the dimensions whose posterior variance reaches it; inflate_min_rows: only big classes
+    lv2 = np.log(np.tile([0.25, 1.0], (200, 1)))
+    some = fit_class_mixtures(mu, lv2, np.zeros(200, int), 1, 2, 0, "full", "means", inflate=1.0,
+                              inflate_min_var=0.5)["classes"][0]
+    cov = [np.asarray(c) @ np.asarray(c).T for c in some["cholesky"]]
+    assert all(np.diag(c)[0] < 2e-3 and abs(np.diag(c)[1] - 1.0) < 2e-3 for c in cov)
+    none = fit_class_mixtures(mu, lv2, np.zeros(200, int), 1, 2, 0, "full", "means", inflate=1.0,
+                              inflate_min_rows=201)["classes"][0]
+    assert max(abs(v) for c in none["cholesky"] for row in c for v in row) < 0.05
     with pytest.raises(ValueError, match="mixture inflate"):
         TrainConfig(mixture_inflate=-1)
 

@@ -25,7 +25,7 @@ from augment.fs import Location, resolve
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
-from training.mixture import fit_class_mixtures
+from training.mixture import INFLATE_MIN_ROWS, fit_class_mixtures
 from training.model import build_model
 from training.trainer import fit, pick_device
 
@@ -93,9 +93,9 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
         mu = np.concatenate([mu, *(m for m, _ in encoded)])
         logvar = np.concatenate([logvar, *(lv for _, lv in encoded)])
         y_fit = np.tile(y_index, copies + 1)
-    components, covariance, fit_on = config.resolved_mixture(codec.modality)
+    components, covariance, fit_on, inflate = config.resolved_mixture(codec.modality)
     mixture = fit_class_mixtures(mu, logvar, y_fit, n_classes, components, config.seed, covariance, fit_on,
-                                 inflate=config.mixture_inflate)
+                                 inflate=inflate, inflate_min_rows=INFLATE_MIN_ROWS)
     pick = np.random.default_rng(config.seed).permutation(len(x))[:PARITY_ROWS]
     enc, dec, parity = export_onnx(model, x[pick], y[pick])
 
@@ -112,7 +112,8 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
         "onnx": {"opset": OPSET, "encoder": {"inputs": ["x", "y"], "outputs": ["mu", "logvar"]},
                  "decoder": {"inputs": ["z", "y"], "outputs": ["params"]}, "parity": parity},
         "training": {
-            "config": {**config.to_json(), "epochs": epochs, "latent_dim": latent, "image_jitter": jitter},
+            "config": {**config.to_json(), "epochs": epochs, "latent_dim": latent, "image_jitter": jitter,
+                       "mixture_components": components, "mixture_inflate": inflate},
             "metrics": {
                 "rows": int(len(x)), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "stopped": result.stopped, "train_loss": result.train_loss, "val_loss": result.val_loss,

@@ -30,13 +30,15 @@ class TrainConfig:
     # Stop early when training would run past this many seconds (None: no limit). Off by default: a wall-clock
     # limit makes the number of epochs, and so the bundle, depend on the machine's load.
     time_budget_s: float | None = None
-    # Latent mixture per class, at most one component per 25 rows. None: tables 50 full components fitted to
+    # Latent mixture per class, at most one component per 25 rows. None: tables 100 full components fitted to
     # the posterior means, images 10 full ones fitted to posterior draws (training/mixture.py: measurements).
     mixture_components: int | None = None
     mixture_covariance: str | None = None  # diag | full
     mixture_fit: str | None = None  # samples (posterior draws) | means (posterior means)
-    # Share of each component's mean posterior variance added to its covariance (training/mixture.py).
-    mixture_inflate: float = 0.0
+    # Share of each component's mean posterior variance added to its covariance in classes of at least
+    # training.mixture.INFLATE_MIN_ROWS rows (training/mixture.py). None: 0.5 when the mixture is fitted to the
+    # posterior means (tables), 0 when to posterior draws (images), which carry that spread already.
+    mixture_inflate: float | None = None
     # Batches drawn with weights count(class) ** -class_balance: 0 = the data's proportions, 1 = balanced classes.
     class_balance: float = 0.0
     # Images: strength of the random affine jitter of each training batch (training/jitter.py); 0 = off.
@@ -78,7 +80,8 @@ class TrainConfig:
              f"mixture covariance must be diag or full, got {self.mixture_covariance!r}"),
             (self.mixture_fit in (None, "samples", "means"),
              f"mixture fit must be samples or means, got {self.mixture_fit!r}"),
-            (0 <= self.mixture_inflate <= 4, f"mixture inflate must be in [0, 4], got {self.mixture_inflate}"),
+            (self.mixture_inflate is None or 0 <= self.mixture_inflate <= 4,
+             f"mixture inflate must be in [0, 4], got {self.mixture_inflate}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.max_categories >= 1, f"max categories must be >= 1, got {self.max_categories}"),
             (self.rare_min_rows >= 1, f"rare min rows must be >= 1, got {self.rare_min_rows}"),
@@ -94,11 +97,13 @@ class TrainConfig:
                 "drop": list(self.drop), "max_categories": self.max_categories, "rare_min_rows": self.rare_min_rows,
                 "keep_rare": self.keep_rare}
 
-    def resolved_mixture(self, modality: str) -> tuple[int, str, str]:
-        """(components, covariance, fitted on) of the per-class latent mixture."""
+    def resolved_mixture(self, modality: str) -> tuple[int, str, str, float]:
+        """(components, covariance, fitted on, inflate) of the per-class latent mixture."""
         image = modality == "image"
-        return (self.mixture_components or (10 if image else 50), self.mixture_covariance or "full",
-                self.mixture_fit or ("samples" if image else "means"))
+        fit_on = self.mixture_fit or ("samples" if image else "means")
+        inflate = self.mixture_inflate if self.mixture_inflate is not None else (0.5 if fit_on == "means" else 0.0)
+        return (self.mixture_components or (10 if image else 100), self.mixture_covariance or "full", fit_on,
+                float(inflate))
 
     def resolved_latent_dim(self, modality: str) -> int:
         return self.latent_dim or (16 if modality == "image" else 32)
