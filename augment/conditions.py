@@ -30,7 +30,8 @@ from augment.errors import AugmentError
 __all__ = ["ConditionError", "Clause", "Condition", "parse_where", "summarize", "impossible", "OPS"]
 
 OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "is null", "is not null")
-_FALSE = arrays.from_numpy(np.zeros(1, dtype=bool))[0]  # pa.scalar(False), or False handed to pc.fill_null, imports pandas
+# pa.scalar(False), or a Python False handed to pc.fill_null, imports pandas: a False made from buffers, once
+_FALSE = arrays.from_numpy(np.zeros(1, dtype=bool))[0]
 _COMPARE = {"=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater,
             ">=": pc.greater_equal}
 _NAME = r"(?:`(?P<quoted>[^`]+)`|(?P<bare>[^\s`!=<>]+))"
