@@ -22,6 +22,10 @@ __all__ = ["SAMPLERS", "sample_prior", "GaussianMixture", "MixtureSampler", "per
 from augment.constants import SAMPLERS  # noqa: E402  (re-exported)
 from augment.draws import standard_normal  # noqa: E402
 
+# rows per (rows, d) @ (d, d) product: a larger one can start BLAS threads that cost more than they give (7x
+# slower than the decoder at 1,024 rows where numpy's BLAS was not held to one thread)
+MATMUL_ROWS = 256
+
 
 def sample_prior(n: int, latent_dim: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
     return standard_normal(rng, (n, latent_dim), temperature)
@@ -76,21 +80,25 @@ class GaussianMixture:
 
     def draw(self, comp: np.ndarray, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
         """One draw from each component index in ``comp`` (n,), (n, d)."""
+        return self.transform(comp, standard_normal(rng, (len(comp), self.means.shape[1]), temperature))
+
+    def transform(self, comp: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """z = m_j + L_j eps (n, d) for whitened draws ``eps`` (n, d, temperature applied) of components ``comp``.
+
+        Full covariances: one matrix product per component on the rows of that component (no per-component
+        mask over all rows, no gathered (n, d, d) einsum), at most ``MATMUL_ROWS`` rows a product.
+        """
         n, (k, d) = len(comp), self.means.shape
         _, means, factors = self._float32
-        eps = standard_normal(rng, (n, d), temperature)  # (n, d)
         if self.scales is not None:  # a gather, whatever the number of components
-            eps *= factors[comp]
-            eps += means[comp]
-            return eps
-        # One matrix product per component on a contiguous block of the (i.i.d.) draws, written to the rows of
-        # that component: no per-component mask over all rows, no gathered (n, d, d) einsum.
+            return eps * factors[comp] + means[comp]
         z = np.empty((n, d), np.float32)
         order = np.argsort(comp, kind="stable")
         bounds = np.searchsorted(comp[order], np.arange(k + 1))
         for j in np.flatnonzero(np.diff(bounds)):
-            a, b = bounds[j], bounds[j + 1]
-            z[order[a:b]] = eps[a:b] @ factors[j] + means[j]
+            for start in range(bounds[j], bounds[j + 1], MATMUL_ROWS):
+                rows = order[start:min(start + MATMUL_ROWS, bounds[j + 1])]
+                z[rows] = eps[rows] @ factors[j] + means[j]
         return z
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:

@@ -71,7 +71,6 @@ EPS = 0.02  # the most of a class's conditional mass the latent proposal may dro
 ALPHA = 0.05  # the bound on the dropped mass holds with probability 1 - ALPHA
 MIN_GAIN = 1.05  # drop cells only if that raises the acceptance this much (no bias spent for nothing)
 CERTIFY_ROWS = (4_096, 131_072)  # certifying probe rows: 60 V_D / (EPS A) (0 hits use 5% of the bound), within
-MATMUL_ROWS = 256  # rows per (rows, d) @ (d, d) product: larger ones start BLAS threads that cost more than they give
 OVERSAMPLE = 1.15  # draw this much more than the estimate says a chunk needs (fewer top-up rounds)
 MIN_DRAW_BUDGET = 2_000_000  # a chunk gives up after max(this, 200 x its rows / estimate) rows decoded
 
@@ -247,25 +246,14 @@ def draw_cells(mix, directions: np.ndarray | None, comp: np.ndarray, stratum: np
     mass along the unit ``directions[j]`` (the part of eps across it is independent of the part along it, so
     replacing the part along it by a normal truncated to the slice, by its quantile, is exact).
     """
-    n, (k, d) = len(comp), mix.means.shape
-    _, means, factors = mix._float32
+    n, d = len(comp), mix.means.shape[1]
     eps = standard_normal(rng, (n, d))
     if stratum is not None:
         u = directions.astype(np.float32)[comp]
         uni = rng.random(n)
         along = ndtri((stratum + uni) / STRATA, (STRATA - stratum - uni) / STRATA).astype(np.float32)
         eps += (along - np.einsum("nd,nd->n", eps, u))[:, None] * u
-    scaled = eps * np.float32(temperature)
-    if mix.scales is not None:
-        return scaled * factors[comp] + means[comp], eps
-    z = np.empty((n, d), np.float32)
-    order = np.argsort(comp, kind="stable")
-    bounds = np.searchsorted(comp[order], np.arange(k + 1))
-    for j in np.flatnonzero(np.diff(bounds)):
-        for start in range(bounds[j], bounds[j + 1], MATMUL_ROWS):
-            rows = order[start:min(start + MATMUL_ROWS, bounds[j + 1])]
-            z[rows] = scaled[rows] @ factors[j] + means[j]
-    return z, eps
+    return mix.transform(comp, eps * np.float32(temperature)), eps
 
 
 @dataclass(frozen=True, eq=False)
