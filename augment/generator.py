@@ -142,9 +142,14 @@ class Generator:
             out[sl] = self.decoder.run(None, {"z": z[sl], "y": self._eye[labels[sl]]})[0]
         return out
 
-    def decode(self, z: np.ndarray, labels: np.ndarray, rng: np.random.Generator, temperature: float = 1.0) -> pa.Table:
-        """Feature columns for latent codes z (n, latent) of classes ``labels`` (n,)."""
-        return self.codec.inverse(self.params(z, labels), rng, temperature=temperature)
+    def decode(self, z: np.ndarray, labels: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
+               columns=None) -> pa.Table:
+        """Feature columns for latent codes z (n, latent) of classes ``labels`` (n,); ``columns``: only those (a
+        table of them, drawn as ``Codec.inverse_columns`` does), for work that reads a few columns alone."""
+        params = self.params(z, labels)
+        if columns is None:
+            return self.codec.inverse(params, rng, temperature=temperature)
+        return pa.table(self.codec.inverse_columns(params, rng, temperature, columns))
 
     def encode(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mu, logvar, class index) of real rows; the table must hold the bundle's columns and label."""

@@ -153,7 +153,8 @@ def dropped_measured(gen, plan, c: int, rows: int) -> float:
     for start in range(0, rows, 8192):
         part = pick[start:start + 8192]
         z, _ = where.draw_cells(mix, p.mixture.directions, part // where.STRATA, part % where.STRATA, rng)
-        hits += int(plan.condition.mask(gen.decode(z, np.full(part.size, c, dtype=np.int64), rng)).sum())
+        table = gen.decode(z, np.full(part.size, c, dtype=np.int64), rng, columns=plan.condition.columns)
+        hits += int(plan.condition.mask(table).sum())
     return float(mass.sum()) * hits / rows / p.plain
 
 

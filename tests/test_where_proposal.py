@@ -31,7 +31,7 @@ class FakeGen:
     def __init__(self, mix: GaussianMixture):
         self.mixture = SimpleNamespace(mixtures=[mix])
 
-    def decode(self, z, labels, rng, temperature=1.0):
+    def decode(self, z, labels, rng, temperature=1.0, columns=None):
         return pa.table({"x": z[:, 0].astype(np.float64)})
 
     def sample_where(self, class_index, n, rng, condition, *, sampler="mixture", temperature=1.0, mixture=None):
@@ -240,7 +240,7 @@ def test_reject_keeps_every_cell_and_slicing_finds_what_components_hide():
 
 
 class NoiseGen(FakeGen):
-    def decode(self, z, labels, rng, temperature=1.0):  # rows that do not depend on z: no cell is any better
+    def decode(self, z, labels, rng, temperature=1.0, columns=None):  # rows that do not depend on z: no cell is any better
         return pa.table({"x": T + rng.standard_normal(z.shape[0])})
 
 

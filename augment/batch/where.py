@@ -289,7 +289,8 @@ def _probe(gen, spec, condition: Condition, c: int, mix, comp: np.ndarray, rng, 
         part = slice(start, start + gen.batch_size)
         z, e = draw_cells(mix, directions, comp[part], None if stratum is None else stratum[part], rng,
                           spec.temperature)
-        features = gen.decode(z, np.full(z.shape[0], c, dtype=np.int64), rng, spec.temperature)
+        features = gen.decode(z, np.full(z.shape[0], c, dtype=np.int64), rng, spec.temperature,
+                              columns=condition.columns)  # the tested columns alone
         hits[part] = condition.mask(features)
         if keep_eps:
             eps[part] = e
