@@ -50,8 +50,10 @@ def adult_like(n: int = 48_842, seed: int = 0, clusters: int = 24) -> pa.Table:
     cols: dict[str, pa.Array] = {}
     age_mu, hours_mu = rng.uniform(22, 60, clusters), rng.uniform(25, 50, clusters)
     cols["age"] = pa.array(np.clip(np.rint(rng.normal(age_mu[cluster], 8)), 17, 90).astype(np.int64))
-    cols["fnlwgt"] = pa.array(np.rint(rng.lognormal(np.log(rng.uniform(1.2e5, 2.5e5, clusters))[cluster], 0.45)).astype(np.int64))
-    cols["education_num"] = pa.array(np.clip(np.rint(rng.normal(rng.uniform(7, 14, clusters)[cluster], 2)), 1, 16).astype(np.int64))
+    weight_mu = np.log(rng.uniform(1.2e5, 2.5e5, clusters))
+    cols["fnlwgt"] = pa.array(np.rint(rng.lognormal(weight_mu[cluster], 0.45)).astype(np.int64))
+    education_mu = rng.uniform(7, 14, clusters)
+    cols["education_num"] = pa.array(np.clip(np.rint(rng.normal(education_mu[cluster], 2)), 1, 16).astype(np.int64))
     gain = np.where(rng.random(n) < rng.uniform(0.02, 0.2, clusters)[cluster], np.rint(rng.lognormal(8.5, 1.0, n)), 0)
     cols["capital_gain"] = pa.array(np.minimum(gain, 99_999).astype(np.int64))
     loss = np.where(rng.random(n) < rng.uniform(0.01, 0.08, clusters)[cluster], np.rint(rng.normal(1900, 300, n)), 0)

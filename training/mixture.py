@@ -9,8 +9,8 @@ Defaults by modality (``TrainConfig.resolved_mixture``), measured on the shared 
 - tables: 100 full components fitted to the posterior *means*, each inflated by half its rows' mean posterior
   variance in classes of at least INFLATE_MIN_ROWS rows (docs/benchmarks.md, "The quality benchmark": on bank
   the DCR median ratio synthetic / held-out 0.99 -> 1.06, detection AUC 0.610 -> 0.587 (the goal, 0.58, not
-  quite met), column shapes 0.985 -> 0.991, TSTR unchanged; on airbnb DCR 1.07 -> 1.09, fidelity unchanged or better). Before that, 50 components
-  without inflation: bank marketing's aggregated posterior has
+  quite met), column shapes 0.985 -> 0.991, TSTR unchanged; on airbnb DCR 1.07 -> 1.09, fidelity unchanged or
+  better). Before that, 50 components without inflation: bank marketing's aggregated posterior has
   dimensions far narrower than the prior (posterior standard deviations of 0.02 next to 1.0); fitted to
   posterior draws, a mixture smears across them whatever its size (10 to 400 components, diagonal or full:
   TSTR ROC AUC 0.976-0.979 of TRTR in a quick script), while the means keep the structure the decoder reads:

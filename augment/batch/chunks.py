@@ -24,8 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from augment.batch.source import Source
     from augment.batch.spec import JobSpec
 
-__all__ = ["ShardStats", "output_schema", "chunk_rows", "chunk_step", "shard_chunks", "sample_chunk", "sample_chunk_counted",
-           "sample_chunk_rows", "uses_lanes", "first_job_row", "check_identifiers", "identifier_columns"]
+__all__ = ["ShardStats", "output_schema", "chunk_rows", "chunk_step", "shard_chunks", "sample_chunk",
+           "sample_chunk_counted", "sample_chunk_rows", "uses_lanes", "first_job_row", "check_identifiers",
+           "identifier_columns"]
 
 CHUNK_BYTES = 16 << 20  # target in-memory size of one chunk (= one Parquet row group)
 MAX_CHUNK_ROWS = 65_536
