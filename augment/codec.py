@@ -257,6 +257,20 @@ class Codec:
                   for col, (_, _, o0, o1) in zip(self.columns, self._spans)]
         return pa.Table.from_arrays(arrays, schema=self.feature_schema)
 
+    def column(self, name: str):
+        """The named column's codec."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    def output_slice(self, name: str) -> slice:
+        """The decoder outputs of the named column (its parameters)."""
+        for col, (_, _, o0, o1) in zip(self.columns, self._spans):
+            if col.name == name:
+                return slice(o0, o1)
+        raise KeyError(name)
+
     @property
     def identifiers(self) -> list:
         return [c for c in self.columns if c.kind == "identifier"]

@@ -24,8 +24,9 @@ from augment.bundle import Bundle, load_bundle
 from augment.codec import Codec
 from augment.constants import PROVENANCE_TYPES, SAMPLERS
 from augment.errors import ClassNameError, InputError, SchemaError
+from augment.gate import gate_for
 from augment.runtime import make_session
-from augment.sampler import MixtureSampler, interpolate_latent, perturb_latent, sample_prior
+from augment.sampler import MixtureSampler, NativeValues, interpolate_latent, perturb_latent, sample_prior
 
 __all__ = ["Generator", "PROVENANCE_FIELDS", "DEFAULT_BATCH_SIZE"]
 
@@ -207,28 +208,73 @@ class Generator:
         parts = list(self.iter_sample(class_index, n, rng, sampler=sampler, temperature=temperature, mixture=mixture))
         return pa.concat_tables(parts) if parts else self.output_schema.empty_table()
 
+    def gate(self, condition, forced: tuple = ()):
+        """The ``CategoryGate`` of ``condition``'s clauses on categorical columns (None without any), made once;
+        ``forced``: columns whose clauses the latent draws already answer (``native``), drawn without a test."""
+        cache = self.__dict__.setdefault("_gates", {})
+        key = (condition.texts, tuple(forced))
+        if key not in cache:
+            if len(cache) >= 16:
+                cache.pop(next(iter(cache)))
+            cache[key] = gate_for(self.codec, condition, forced)
+        return cache[key]
+
+    def native(self, column: str, class_index: int) -> NativeValues | None:
+        """``--condition-on`` mixtures of one column for one class, or None where the bundle has none for it."""
+        cache = self.__dict__.setdefault("_native", {})
+        key = (column, int(class_index))
+        if key not in cache:
+            columns = self.bundle.json["sampler"].get("native", {}).get("columns", {})
+            cache[key] = NativeValues.from_json(columns[column], int(class_index)) if column in columns else None
+        return cache[key]
+
     def sample_where(self, class_index: int, n: int, rng: np.random.Generator, condition, *, sampler: str = "mixture",
                      temperature: float = 1.0, mixture=None) -> tuple[pa.Table, np.ndarray]:
         """(the rows of ``n`` draws meeting ``condition``, the (n,) mask of which draws did).
 
-        Per block (``block_rows``): z, the decoder, then the columns the condition tests for every draw, then the
-        other columns only for the draws kept (so a rejected row costs its decoder row and its tested columns
-        alone). Random draws, block by block: z, the tested columns in training order, the other columns in
-        training order.
+        Per block (``block_rows``): z, the decoder, then the condition. Its clauses on categorical columns are
+        settled without drawing (``augment.gate``): each z is accepted with the chance p(z) that its row meets
+        them, divided by the bound M >= p(z) the proposal ``mixture`` gives for where z was drawn (1 without
+        one; ``sample_bounded``), and those columns are then drawn from their allowed values. The other tested
+        columns are drawn for the accepted z and tested, and the untested columns only for the rows kept (a
+        rejected row costs its decoder row and its tested columns alone). Random draws, block by block: z, one
+        uniform per z if there are categorical clauses, the tested columns in training order, the other
+        columns in training order.
         """
         self._check(class_index, sampler, temperature)
-        tested = [c for c in self.codec.column_names if c in set(condition.columns)]
-        others = [c for c in self.codec.column_names if c not in set(tested)]
+        forced = tuple(getattr(mixture, "forced", ()))
+        gate = self.gate(condition, forced)
+        rest = condition if gate is None else gate.rest
+        gated = set(gate.columns) if gate is not None else set()
+        tested = [c for c in self.codec.column_names if c in set(condition.columns) - gated]
+        others = [c for c in self.codec.column_names if c not in set(condition.columns)]
+        bounded = getattr(mixture, "sample_bounded", None)
         parts, masks = [], []
         for start in range(0, int(n), self.block_rows):
             m = min(self.block_rows, int(n) - start)
-            z = self._latent(class_index, m, rng, sampler, temperature, mixture)
+            if bounded is not None:
+                z, bound = bounded(m, rng, temperature)
+            else:
+                z, bound = self._latent(class_index, m, rng, sampler, temperature, mixture), 1.0
             labels = np.full(m, class_index, dtype=np.int64)
             params = self.params(z, labels)
-            cols = self.codec.inverse_columns(params, rng, temperature, tested)
-            mask = condition.mask(pa.table(cols)) if tested else np.ones(m, dtype=bool)
-            keep = np.flatnonzero(mask)
-            idx = arrays.from_numpy(keep)
+            if gate is not None:
+                rows = (np.flatnonzero(rng.random(m) * bound < gate.prob(params, temperature)) if gate.tests
+                        else np.arange(m))
+                sub = params[rows]
+                cols = {}
+                for name, arr in gate.draw(sub, rng, temperature).items():  # gated columns, then the tested
+                    cols[name] = arr
+                cols.update(self.codec.inverse_columns(sub, rng, temperature, tested))
+            else:
+                rows, sub = None, params
+                cols = self.codec.inverse_columns(params, rng, temperature, tested)
+            hit = rest.mask(pa.table(cols)) if rest.clauses else np.ones(sub.shape[0], dtype=bool)
+            local = np.flatnonzero(hit)
+            keep = local if rows is None else rows[local]
+            mask = np.zeros(m, dtype=bool)
+            mask[keep] = True
+            idx = arrays.from_numpy(local)
             cols = {k: v.take(idx) for k, v in cols.items()}
             cols.update(self.codec.inverse_columns(params[keep], rng, temperature, others))
             features = pa.Table.from_arrays([cols[c] for c in self.codec.column_names], schema=self.codec.feature_schema)

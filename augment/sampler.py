@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SAMPLERS", "sample_prior", "GaussianMixture", "MixtureSampler", "perturb_latent", "interpolate_latent"]
+__all__ = ["SAMPLERS", "sample_prior", "GaussianMixture", "NativeValues", "MixtureSampler", "perturb_latent", "interpolate_latent"]
 
 from augment.constants import SAMPLERS  # noqa: E402  (re-exported)
 from augment.draws import standard_normal  # noqa: E402
@@ -116,6 +116,28 @@ class GaussianMixture:
             out[:, j] = np.log(self.weights[j] + 1e-300) - 0.5 * ((sol**2).sum(0) + logdet + d * np.log(2 * np.pi))
         m = out.max(1, keepdims=True)
         return (m + np.log(np.exp(out - m).sum(1, keepdims=True)))[:, 0]
+
+
+@dataclass(frozen=True)
+class NativeValues:
+    """``--condition-on`` mixtures of one column for one class: ``kind`` "categories" (value i is category i, null
+    last) or "bins" (value i holds [edges[i], edges[i + 1]), the last bin closed, and value len(edges) - 1 nulls
+    and non-finite numbers); ``rows``: training rows per value; ``mixtures``: value -> its mixture (a value held
+    by too few rows has none)."""
+
+    kind: str
+    rows: np.ndarray
+    mixtures: dict
+    edges: np.ndarray | None = None
+    non_finite: bool = False  # bins: whether the last value holds NaN or infinities besides nulls
+
+    @classmethod
+    def from_json(cls, entry: dict, class_index: int) -> "NativeValues":
+        per_class = entry["classes"][class_index]
+        edges = np.asarray(entry["edges"], dtype=np.float64) if entry.get("kind") == "bins" else None
+        return cls(entry.get("kind", "categories"), np.asarray(per_class["rows"], dtype=np.int64),
+                   {int(v): GaussianMixture.from_json(m) for v, m in per_class["values"].items()}, edges,
+                   bool(entry.get("non_finite", False)))
 
 
 class MixtureSampler:

@@ -7,6 +7,7 @@ checked against the truth rather than against another estimate.
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -172,11 +173,11 @@ def first_probes(mix: GaussianMixture, seed: int):
     """(directions, cell acceptances) as the plan's first two probes find them (the same streams)."""
     gen, s, k, R = FakeGen(mix), spec(seed), 50, where.STRATA
     comp = np.repeat(np.arange(k), where.PROBE_PER_COMPONENT)
-    hits, eps = where._probe(gen, s, CONDITION, 0, mix, comp, where._probe_rng(seed, 0), keep_eps=True)
+    hits, eps, _ = where._probe(gen, s, CONDITION, 0, mix, comp, where._probe_rng(seed, 0), keep_eps=True)
     directions = where.directions_of(comp, eps, hits, k)
     cells = np.repeat(np.arange(k * R), where.PROBE_PER_CELL)
-    hits2, _ = where._probe(gen, s, CONDITION, 0, mix, cells // R, where._probe_rng(seed, 0, 3), directions,
-                            cells % R)
+    hits2, _, _ = where._probe(gen, s, CONDITION, 0, mix, cells // R, where._probe_rng(seed, 0, 3), directions,
+                               cells % R)
     return directions, np.bincount(cells, hits2, k * R) / where.PROBE_PER_CELL
 
 
@@ -267,3 +268,102 @@ def test_dry_run_and_manifest_state_the_cells_kept_and_the_bound():
     assert entry["cells"] == 400 and entry["cells_kept"] == len(p.kept) < 400 and entry["components"] == 50
     assert 0 < entry["dropped_share"] <= entry["dropped_share_bound"] <= where.EPS
     assert entry["kept_weight"] == pytest.approx(p.kept_weight, abs=1e-6) and entry["probe_rows"] == p.probe_rows
+
+
+# ---------------------------------------------------------------------------------------------- the envelope
+BINS = np.linspace(-4.0, 4.0, 21)  # column d reports the bin of z_0 (20 bins, the ends open)
+
+
+def logit_a(z0):
+    """Column c is "a" with probability sigmoid(this): 0.002 at z_0 = -4, 0.05 at 0, 0.4 at 4 (never likely)."""
+    return -3.0 + 0.65 * np.clip(z0, -6.0, 4.0)
+
+
+
+class GatedGen:
+    """A real codec (categorical c, a / b, and d, 20 bins) over a stand-in decoder whose logits are known
+    functions of z, with ``Generator.sample_where`` itself: the envelope's rows are checked against the truth."""
+
+    batch_size = block_rows = 8192
+
+    def __init__(self, mix: GaussianMixture):
+        from augment.codec import Codec
+
+        d = [f"bin{i:02d}" for i in range(20)]
+        table = pa.table({"c": ["a", "b"] * 20, "d": d * 2, "label": ["no"] * 40})
+        self.codec = Codec.fit(table, label="label", rare_min_rows=1)
+        self.mixture = SimpleNamespace(mixtures=[mix])
+        self.output_schema = self.codec.feature_schema
+
+    def params(self, z, labels):
+        out = np.zeros((z.shape[0], self.codec.output_dim), np.float32)
+        out[:, self.codec.output_slice("c").start] = logit_a(z[:, 0])  # of "a" over "b"
+        b = np.clip(np.searchsorted(BINS, z[:, 0]) - 1, 0, 19)
+        out[np.arange(z.shape[0]), self.codec.output_slice("d").start + b] = 60.0  # d is z_0's bin, surely
+        return out
+
+    def decode(self, z, labels, rng, temperature=1.0, columns=None):
+        return pa.table(self.codec.inverse_columns(self.params(z, labels), rng, temperature, columns))
+
+    def gate(self, condition):
+        from augment.gate import gate_for
+
+        return gate_for(self.codec, condition)
+
+    def _check(self, *args):
+        pass
+
+    def _latent(self, class_index, m, rng, sampler, temperature, mixture):
+        return (mixture or self.mixture.mixtures[0]).sample(m, rng, temperature)
+
+    def _assemble(self, features, labels, mode):
+        return features
+
+    def sample_where(self, *args, **kwargs):
+        from augment.generator import Generator
+
+        return Generator.sample_where(self, *args, **kwargs)
+
+
+def bin_truth(mix: GaussianMixture, cells: np.ndarray, directions: np.ndarray, n: int = 4_000_000) -> np.ndarray:
+    """The share of each bin of z_0 under the conditional on c = "a" restricted to ``cells`` at their prior mass
+    (Monte Carlo: z drawn from the cells, weighted by P(c = a | z))."""
+    rng = np.random.default_rng(123)
+    w = mix.weights[cells // where.STRATA]
+    cell = cells[rng.choice(cells.size, n, p=w / w.sum())]
+    z, _ = where.draw_cells(mix, directions, cell // where.STRATA, cell % where.STRATA, rng)
+    p = 1 / (1 + np.exp(-logit_a(z[:, 0].astype(np.float64))))
+    b = np.clip(np.searchsorted(BINS, z[:, 0]) - 1, 0, 19)
+    out = np.bincount(b, p, 20)
+    return out / out.sum()
+
+
+def test_the_envelope_keeps_the_conditional_and_spends_far_fewer_draws(monkeypatch):
+    condition = parse_where(["c = a"], pa.schema([("c", pa.string()), ("d", pa.string())]))
+    mix = spread(1)
+    gen = GatedGen(mix)
+    p = where._estimate(gen, spec(0), condition, 0)
+    assert p.mixture is not None and p.mixture.bounds is not None
+    assert p.envelope_mass < 0.5 and p.clipped_share <= where.CLIP_EPS
+    assert p.proposal > 2 * p.plain / p.kept_weight  # what the cells alone would give, bettered by the envelope
+    monkeypatch.setattr(where, "_cached_plan", lambda g, s: where.WherePlan(condition, {0: p}))
+    table, drawn = where.where_chunk(gen, spec(0), 0, 30_000, np.random.default_rng(7), lambda t: t)
+    assert table.num_rows == 30_000 and set(table.column("c").to_pylist()) == {"a"}
+    assert drawn < 1.5 * table.num_rows / p.proposal  # the estimate is what the draws cost
+    got = np.bincount([int(v[3:]) for v in table.column("d").to_pylist()], minlength=20)
+    want = bin_truth(mix, p.mixture.cells, p.mixture.directions) * table.num_rows
+    live = want > 5
+    stat = float((((got - want) ** 2)[live] / want[live]).sum())
+    assert chi2.sf(stat, live.sum() - 1) > 0.001, (got, want.round())  # the model's conditional on the kept cells
+    # the same cells drawn at v_c M_c but accepted with p(z) alone (no division by M_c) are told apart
+    class Unthinned(where.CellMixture):
+        def sample_bounded(self, n, rng, temperature=1.0):
+            return super().sample_bounded(n, rng, temperature)[0], 1.0
+
+    broken = Unthinned(mix, p.mixture.directions, p.mixture.cells, p.mixture.bounds)
+    monkeypatch.setattr(where, "_cached_plan", lambda g, s: where.WherePlan(
+        condition, {0: dataclasses.replace(p, mixture=broken)}))
+    table, _ = where.where_chunk(gen, spec(0), 0, 30_000, np.random.default_rng(7), lambda t: t)
+    got = np.bincount([int(v[3:]) for v in table.column("d").to_pylist()], minlength=20)
+    stat = float((((got - want) ** 2)[live] / want[live]).sum())
+    assert chi2.sf(stat, live.sum() - 1) < 1e-6

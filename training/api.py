@@ -19,13 +19,14 @@ import torch
 
 from augment.bundle import Bundle, schema_to_b64, write_bundle
 from augment.codec import Codec
+from augment.columns.types import to_physical
 from augment.conditions import summarize
-from augment.errors import OutputExistsError
+from augment.errors import InputError, OutputExistsError
 from augment.fs import Location, resolve
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
-from training.mixture import INFLATE_MIN_ROWS, fit_class_mixtures
+from training.mixture import INFLATE_MIN_ROWS, NATIVE_BINS, fit_class_mixtures, fit_value_mixtures
 from training.model import build_model
 from training.trainer import fit, pick_device
 
@@ -64,11 +65,52 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
         torch.set_num_threads(threads_before)
 
 
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _conditionable(col) -> bool:
+    if col.kind == "categorical":
+        return True
+    t = col.arrow_type if col.kind == "numeric" else None
+    return t is not None and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+
+
+def _check_condition_on(codec: Codec, names) -> None:
+    """--condition-on names categorical or number columns of the model: every other name in one error, before
+    training."""
+    allowed = [c.name for c in codec.columns if _conditionable(c)]
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise InputError(f"--condition-on {', '.join(map(repr, bad))}: not a categorical or number column of the "
+                         f"model; allowed: {', '.join(allowed) or 'none'}")
+
+
+def native_codes(col, arr: pa.Array) -> tuple[np.ndarray, int, dict]:
+    """(per-row value index, how many, the column's entry in bundle.json) for ``--condition-on``: a categorical
+    column's category indices (null last); a number column's NATIVE_BINS quantile bins of its finite values, bin
+    i holding [edges[i], edges[i + 1]) (the last one closed), and one index more for nulls and non-finite values."""
+    if col.kind == "categorical":
+        return col.codes(arr), col.out_dim, {"kind": "categories"}
+    values, null = to_physical(arr)
+    finite = ~null & np.isfinite(values)
+    edges = np.unique(np.quantile(values[finite], np.linspace(0.0, 1.0, NATIVE_BINS + 1))) if finite.any() \
+        else np.zeros(1)
+    if edges.size == 1:
+        edges = np.repeat(edges, 2)
+    bins = edges.size - 1
+    codes = np.where(finite, np.searchsorted(edges[1:-1], np.where(finite, values, 0.0), side="right"), bins)
+    entry = {"kind": "bins", "edges": edges.tolist(), "non_finite": bool((~null & ~np.isfinite(values)).any())}
+    return codes.astype(np.int64), bins + 1, entry
+
+
 def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainConfig,
            image_shape: tuple[int, int, int] | None, overwrite: bool, progress: bool, source: str | None) -> Bundle:
     started = time.perf_counter()
 
     codec = Codec.fit(table, label=label, image_shape=image_shape, **config.codec_options())
+    _check_condition_on(codec, config.condition_on)
     table = table.drop_columns(codec.dropped)  # --drop: gone from the model, the schema and the output
     x = codec.transform(table, rng=np.random.default_rng(config.seed))  # (N, input_dim), ties dequantized
     y_index = codec.encode_labels(table)  # (N,)
@@ -96,6 +138,14 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
     components, covariance, fit_on, inflate = config.resolved_mixture(codec.modality)
     mixture = fit_class_mixtures(mu, logvar, y_fit, n_classes, components, config.seed, covariance, fit_on,
                                  inflate=inflate, inflate_min_rows=INFLATE_MIN_ROWS)
+    sampler = {"default": "mixture", "prior": {"kind": "normal"}, "mixture": mixture}
+    if config.condition_on:
+        sampler["native"] = {"columns": {}}
+        for name in config.condition_on:
+            codes, n_values, entry = native_codes(codec.column(name), _column(table, name))
+            entry["classes"] = fit_value_mixtures(mu[:len(x)], logvar[:len(x)], y_index, codes, n_classes, n_values,
+                                                  components, config.seed, inflate)
+            sampler["native"]["columns"][name] = entry
     pick = np.random.default_rng(config.seed).permutation(len(x))[:PARITY_ROWS]
     enc, dec, parity = export_onnx(model, x[pick], y[pick])
 
@@ -108,7 +158,7 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
         "summary": summarize(table, codec.label.column, list(codec.label.classes),
                              {c.name for c in codec.columns if hasattr(c, "categories")}),
         "latent_dim": latent,
-        "sampler": {"default": "mixture", "prior": {"kind": "normal"}, "mixture": mixture},
+        "sampler": sampler,
         "onnx": {"opset": OPSET, "encoder": {"inputs": ["x", "y"], "outputs": ["mu", "logvar"]},
                  "decoder": {"inputs": ["z", "y"], "outputs": ["params"]}, "parity": parity},
         "training": {

@@ -49,6 +49,8 @@ def _image_shape(ctx, param, value):
 @click.option("--id", "ids", default="", help="Comma-separated identifier columns: generated fresh in their format, never "
               "modelled or copied (integer and short-code columns that are nearly all distinct are found by themselves).")
 @click.option("--drop", default="", help="Comma-separated columns to leave out of the model and the output.")
+@click.option("--condition-on", default="", help="Comma-separated categorical columns whose values get their own "
+              "latent mixture per class: --where on them then draws from it instead of rejecting rows.")
 @click.option("--max-categories", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Most categories (after pooling rare values) a categorical column may have.")
 @click.option("--rare-min-rows", type=click.IntRange(min=1), default=5, show_default=True,
@@ -65,7 +67,7 @@ def _image_shape(ctx, param, value):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @run_command
 def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, seed, device, class_balance, threads, time_budget,
-          categorical, numeric, ids, drop, max_categories, rare_min_rows, keep_rare, delimiter, drop_null_labels,
+          categorical, numeric, ids, drop, condition_on, max_categories, rare_min_rows, keep_rare, delimiter, drop_null_labels,
           image_jitter, image_shape, overwrite, quiet):
     """Train a CVAE on labeled data and export a pickle-free ONNX bundle.
 
@@ -88,6 +90,7 @@ def train(data, label, out, epochs, batch_size, latent_dim, hidden, beta, lr, se
         config = TrainConfig(epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, hidden=hidden, beta=beta, lr=lr,
                              seed=seed, device=device, class_balance=class_balance, threads=threads, time_budget_s=time_budget,
                              categorical=_names(categorical), numeric=_names(numeric), ids=_names(ids), drop=_names(drop),
+                             condition_on=_names(condition_on),
                              max_categories=max_categories, rare_min_rows=rare_min_rows, keep_rare=keep_rare,
                              image_jitter=image_jitter)
     except ValueError as exc:

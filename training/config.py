@@ -54,12 +54,15 @@ class TrainConfig:
     numeric: tuple[str, ...] = ()
     ids: tuple[str, ...] = ()  # identifier columns: generated fresh in their format, never modelled (--id)
     drop: tuple[str, ...] = ()  # columns left out of the model and the output (--drop)
+    # Categorical columns whose values get their own latent mixture per class (--condition-on): --where on them
+    # draws from it rather than rejecting (augment/batch/where.py)
+    condition_on: tuple[str, ...] = ()
     max_categories: int = 1000  # most categories a categorical column may have (after pooling rare values)
     rare_min_rows: int = 5  # a category held by fewer training rows is never written verbatim ...
     keep_rare: bool = False  # ... unless this is set (--keep-rare)
 
     def __post_init__(self) -> None:
-        for name in ("categorical", "numeric", "ids", "drop"):  # lists from JSON or callers
+        for name in ("categorical", "numeric", "ids", "drop", "condition_on"):  # lists from JSON or callers
             object.__setattr__(self, name, tuple(getattr(self, name)))
         checks = [
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),

@@ -133,6 +133,9 @@ def describe_where(gen, spec: JobSpec, plan: WherePlan) -> str:
     for c, p in sorted(plan.classes.items()):
         kept = (f"; {len(p.kept)} of {p.cells} latent cells, dropping at most {p.dropped_bound:.2%} of the "
                 f"conditional rows" if p.components and len(p.kept) < p.cells else "")
+        if p.native is not None:
+            kept = (f"; drawn from the --condition-on mixture of {p.native!r} ({p.native_share:.2%} of the class's "
+                    f"training rows)") + kept
         lines.append(f"  class {str(gen.classes[c])!r}: estimated acceptance {p.proposal:.2%} "
                      f"(plain draws {p.plain:.2%}; {p.probe_rows:,} probe rows{kept}), "
                      f"{1 / max(p.proposal, 1e-9):,.1f} rows decoded per row written")

@@ -61,7 +61,7 @@ from augment.sampler import GaussianMixture
 
 __all__ = ["WherePlan", "ClassProposal", "where_plan", "where_chunk", "condition_for", "PROBE_PER_COMPONENT",
            "STRATA", "EPS", "CellMixture", "draw_cells", "ndtri", "poisson_upper", "candidates", "certify_rows",
-           "certified"]
+           "certified", "NativeMixture", "native_for", "allowed_bins", "envelope", "clipped_share"]
 
 PROBE_PER_COMPONENT = 256  # decoded rows per mixture component: its acceptance and its direction
 STRATA = 8  # cells per component: equal-mass slices of its draws along its direction
@@ -73,6 +73,10 @@ MIN_GAIN = 1.05  # drop cells only if that raises the acceptance this much (no b
 CERTIFY_ROWS = (4_096, 131_072)  # certifying probe rows: 60 V_D / (EPS A) (0 hits use 5% of the bound), within
 OVERSAMPLE = 1.15  # draw this much more than the estimate says a chunk needs (fewer top-up rounds)
 MIN_DRAW_BUDGET = 2_000_000  # a chunk gives up after max(this, 200 x its rows / estimate) rows decoded
+SAFETY = 1.5  # the envelope M_c of a cell: this times the largest p(z) of its probe rows ...
+FLOOR = 0.01  # ... and at least this (a cell whose probe rows never met the clauses is still drawn)
+CLIP_ROWS = 32  # rows per kept cell of the probe that measures what the envelope clips
+CLIP_EPS = 0.01  # the envelope is raised (x2) until it clips at most this share of the gated mass
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,10 @@ class ClassProposal:
     kept_weight: float = 1.0  # W_K, the plain mixture's mass on the kept cells
     dropped_share: float = 0.0
     dropped_bound: float = 0.0
+    envelope_mass: float = 1.0  # sum_K v_c M_c / W_K: 1 without an envelope (the categorical clauses' bound)
+    clipped_share: float = 0.0  # the share of the conditional mass the envelope clips (its probe's estimate)
+    native: str | None = None  # the --condition-on column whose own mixture the proposal draws from
+    native_share: float = 0.0  # the share of the class's training rows holding its allowed values
 
     @property
     def cells(self) -> int:
@@ -102,10 +110,14 @@ class ClassProposal:
     def to_json(self, classes: list) -> dict:
         out = {"class": str(classes[self.class_index]), "estimated_plain": round(self.plain, 6),
                "estimated_proposal": round(self.proposal, 6), "probe_rows": self.probe_rows}
+        if self.native is not None:
+            out.update(native=self.native, native_share=round(self.native_share, 6))
         if self.components:
             out.update(components=self.components, cells=self.cells, cells_kept=len(self.kept),
                        kept_weight=round(self.kept_weight, 6), dropped_share=round(self.dropped_share, 6),
                        dropped_share_bound=round(self.dropped_bound, 6))
+            if self.envelope_mass < 1.0:
+                out.update(envelope_mass=round(self.envelope_mass, 6), clipped_share=round(self.clipped_share, 6))
         return out
 
 
@@ -259,42 +271,94 @@ def draw_cells(mix, directions: np.ndarray | None, comp: np.ndarray, stratum: np
 @dataclass(frozen=True, eq=False)
 class CellMixture:
     """The latent proposal: the kept cells of a class's mixture, each drawn with its prior mass w_j / STRATA
-    (renormalised over the cells kept); ``sample`` is what the generator calls on a proposal."""
+    (renormalised over the cells kept), or, with ``bounds`` (an envelope M_c per kept cell on the chance that a
+    row decoded there meets the condition's categorical clauses), with w_j / STRATA * M_c: the generator then
+    accepts a draw from cell c with p(z) / M_c (``augment.gate``). ``sample_bounded`` is what it calls."""
 
     mix: GaussianMixture
     directions: np.ndarray  # (k, d) one unit vector per component, in its whitened coordinates
     cells: np.ndarray  # (m,) kept cells, j * STRATA + r, ascending
+    bounds: np.ndarray | None = None  # (m,) M_c of each kept cell, or None (no envelope: M_c = 1)
+    forced: tuple = ()  # columns the mixture answers (a native one): drawn from their allowed values, not tested
 
     @property
     def weights(self) -> np.ndarray:
         w = self.mix.weights[self.cells // STRATA]
+        if self.bounds is not None:
+            w = w * self.bounds
         return w / w.sum()
 
     @functools.cached_property
     def _cum(self) -> np.ndarray:
         return np.cumsum(self.weights)
 
+    def _pick(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return np.searchsorted(self._cum, rng.random(n), side="right").clip(0, self.cells.size - 1)
+
     def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
-        pick = np.searchsorted(self._cum, rng.random(n), side="right").clip(0, self.cells.size - 1)
+        return self.sample_bounded(n, rng, temperature)[0]
+
+    def sample_bounded(self, n: int, rng: np.random.Generator, temperature: float = 1.0):
+        """(z (n, d), the bound M of each draw's cell (n,), or 1.0 without an envelope)."""
+        pick = self._pick(n, rng)
         cell = self.cells[pick]
-        return draw_cells(self.mix, self.directions, cell // STRATA, cell % STRATA, rng, temperature)[0]
+        z = draw_cells(self.mix, self.directions, cell // STRATA, cell % STRATA, rng, temperature)[0]
+        return z, (1.0 if self.bounds is None else self.bounds[pick])
+
+
+@dataclass(frozen=True, eq=False)
+class NativeMixture:
+    """A ``--condition-on`` proposal: the mixture of the allowed values of ``forced`` columns, drawn whole."""
+
+    mix: GaussianMixture
+    forced: tuple
+
+    def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
+        return self.mix.sample(n, rng, temperature)
+
+    def sample_bounded(self, n: int, rng: np.random.Generator, temperature: float = 1.0):
+        return self.mix.sample(n, rng, temperature), 1.0
 
 
 def _probe(gen, spec, condition: Condition, c: int, mix, comp: np.ndarray, rng, directions=None,
-           stratum=None, keep_eps: bool = False):
-    """Hits of one decoded row from each cell (``comp``, ``stratum``), and the whitened draws if asked."""
+           stratum=None, keep_eps: bool = False, gate=None):
+    """(hits, whitened draws if asked, the gate's p(z) if given) of one decoded row from each cell (``comp``,
+    ``stratum``)."""
     hits = np.zeros(comp.size, dtype=bool)
     eps = np.empty((comp.size, mix.means.shape[1]), np.float32) if keep_eps else None
+    gated = np.empty(comp.size) if gate is not None else None
     for start in range(0, comp.size, gen.batch_size):
         part = slice(start, start + gen.batch_size)
         z, e = draw_cells(mix, directions, comp[part], None if stratum is None else stratum[part], rng,
                           spec.temperature)
-        features = gen.decode(z, np.full(z.shape[0], c, dtype=np.int64), rng, spec.temperature,
-                              columns=condition.columns)  # the tested columns alone
+        labels = np.full(z.shape[0], c, dtype=np.int64)
+        if gate is None:
+            features = gen.decode(z, labels, rng, spec.temperature, columns=condition.columns)  # tested alone
+        else:
+            params = gen.params(z, labels)
+            gated[part] = gate.prob(params, spec.temperature)
+            features = pa.table(gen.codec.inverse_columns(params, rng, spec.temperature, condition.columns))
         hits[part] = condition.mask(features)
         if keep_eps:
             eps[part] = e
-    return hits, eps
+    return hits, eps, gated
+
+
+def envelope(cells: np.ndarray, gated: np.ndarray, n_cells: int, safety: float = SAFETY) -> np.ndarray:
+    """(n_cells,) M_c: ``safety`` times the largest p(z) the probe rows of each cell had, within [FLOOR, 1]."""
+    top = np.zeros(n_cells)
+    np.maximum.at(top, cells, gated)
+    return np.clip(safety * top, FLOOR, 1.0)
+
+
+def clipped_share(cells: np.ndarray, gated: np.ndarray, bounds: np.ndarray, v: np.ndarray) -> float:
+    """The share of the gated conditional mass an envelope loses where p(z) > M_c, from probe rows ``cells``
+    (drawn at the cells' prior mass within each): sum_c v_c E_c (p - M_c)+ / sum_c v_c E_c p."""
+    n = np.bincount(cells, minlength=v.size).clip(1)
+    over = np.bincount(cells, np.maximum(gated - bounds[cells], 0.0), v.size) / n
+    mean = np.bincount(cells, gated, v.size) / n
+    total = float(v @ mean)
+    return float(v @ over) / total if total > 0 else 0.0
 
 
 def directions_of(comp: np.ndarray, eps: np.ndarray, hits: np.ndarray, k: int) -> np.ndarray:
@@ -320,44 +384,150 @@ def _estimate(gen, spec, condition: Condition, c: int) -> ClassProposal:
         table = gen.sample(c, PROBE_PRIOR_ROWS, rng, sampler=spec.sampler, temperature=spec.temperature)
         share = float(condition.mask(table).mean())
         return ClassProposal(c, share, share, PROBE_PRIOR_ROWS, None)
-    mix = gen.mixture.mixtures[c]
+    native = native_for(gen, condition, c) if spec.where_proposal != "reject" else None
+    if native is None:
+        return _cells(gen, spec, condition, c, gen.mixture.mixtures[c], rng)
+    column, mix, share, answered = native
+    forced = (column,) if answered else ()
+    rest = Condition(tuple(cl for cl in condition.clauses if cl.column not in forced))
+    whole = NativeMixture(mix, forced)
+    if not rest.clauses:  # every row the native mixture gives meets the condition
+        return ClassProposal(c, 1.0, 1.0, 0, whole, native=column, native_share=share)
+    p = _cells(gen, spec, rest, c, mix, rng, forced=forced)
+    return dataclasses.replace(p, mixture=p.mixture or whole, native=column, native_share=share)
+
+
+def native_for(gen, condition: Condition, c: int) -> tuple[str, GaussianMixture, float, bool] | None:
+    """(column, the mixture of its allowed values, their share of the class's training rows, whether the
+    column's clauses are answered by it) for the most selective ``--condition-on`` column the condition tests,
+    or None. A column qualifies when every allowed value (category, or bin of a number column) that class
+    ``c``'s training rows hold has a mixture of its own (one held by fewer than NATIVE_MIN_ROWS rows has none,
+    and the cells answer the condition instead). A categorical column's values are then drawn from the allowed
+    ones (answered); a bin may hold values on both sides of a bound, so a number column's clauses stay tested."""
+    if not hasattr(gen, "native"):
+        return None
+    gate = gen.gate(condition) if hasattr(gen, "gate") else None
+    allowed_of = {g.col.name: g.allowed for g in (gate.gated if gate is not None else ())}
+    best = None
+    for name in condition.columns:
+        found = gen.native(name, c)
+        if found is None:
+            continue
+        if found.kind == "bins":
+            allowed = allowed_bins([cl for cl in condition.clauses if cl.column == name], found.edges,
+                                   found.non_finite)
+        else:
+            allowed = allowed_of[name]
+        values = [int(v) for v in np.flatnonzero(allowed[:found.rows.size] & (found.rows[:allowed.size] > 0))]
+        if not values or any(v not in found.mixtures for v in values):
+            continue
+        share = float(found.rows[values].sum()) / max(int(found.rows.sum()), 1)
+        if best is None or share < best[2]:
+            best = (name, values, share, found)
+    if best is None:
+        return None
+    name, values, share, found = best
+    parts = [found.mixtures[v] for v in values]
+    weights = np.concatenate([m.weights * found.rows[v] for m, v in zip(parts, values)])
+    mix = GaussianMixture(weights / weights.sum(), np.concatenate([m.means for m in parts]),
+                          scales=np.concatenate([m.scales for m in parts]))
+    return name, mix, share, found.kind == "categories"
+
+
+def allowed_bins(clauses, edges: np.ndarray, non_finite: bool = True) -> np.ndarray:
+    """(bins + 1,) bool: the bins of a number column (and, last, its nulls and non-finite values) that may hold a
+    value meeting every clause. A bin is tested at its ends, at the clauses' values inside it and half-way
+    between them, so a bin that holds such values is never left out; the last index (nulls, NaN, infinities)
+    is kept for null tests, and where the column has ``non_finite`` values unless a null test rules it out (a
+    NaN meets ``!=``; keeping it costs draws, not rows)."""
+    bins = edges.size - 1
+    out = np.zeros(bins + 1, dtype=bool)
+    out[bins] = all(cl.op == "is null" for cl in clauses) or (
+        non_finite and not any(cl.op in ("is null", "is not null") for cl in clauses))
+    if any(cl.op == "is null" for cl in clauses):
+        return out
+    values = [float(v.as_py()) for cl in clauses for v in cl.values]
+    for i in range(bins):
+        lo, hi = float(edges[i]), float(edges[i + 1])
+        last = i == bins - 1
+        top = hi if last or hi == lo else float(np.nextafter(hi, -np.inf))  # [lo, hi), the last bin [lo, hi]
+        pts = np.unique([lo, top] + [v for v in values if lo <= v <= top])
+        pts = np.concatenate([pts, (pts[1:] + pts[:-1]) / 2])
+        out[i] = bool(np.all([_holds(cl, pts) for cl in clauses], axis=0).any())
+    return out
+
+
+def _holds(clause, x: np.ndarray) -> np.ndarray:
+    if clause.op == "is not null":
+        return np.ones(x.size, dtype=bool)
+    v = [float(s.as_py()) for s in clause.values]
+    if clause.op == "in":
+        return np.isin(x, v)
+    return {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+            ">=": np.greater_equal}[clause.op](x, v[0])
+
+
+def _cells(gen, spec, condition: Condition, c: int, mix: GaussianMixture, rng, forced: tuple = ()) -> ClassProposal:
+    """The cell proposal over ``mix`` (the class's mixture, or a native one with its ``forced`` columns)."""
     w, k = mix.weights, len(mix.weights)
     comp = np.repeat(np.arange(k), PROBE_PER_COMPONENT)
-    hits1, eps = _probe(gen, spec, condition, c, mix, comp, rng, keep_eps=spec.where_proposal != "reject")
+    hits1, eps, _ = _probe(gen, spec, condition, c, mix, comp, rng, keep_eps=spec.where_proposal != "reject")
     share = np.bincount(comp, hits1, k) / PROBE_PER_COMPONENT  # (k,) acceptance a_j
     plain = float(w @ share)
     full = ClassProposal(c, plain, plain, comp.size, None, k, tuple(range(k * STRATA)))
     if spec.where_proposal == "reject" or plain <= 0:
         return full
+    gate = gen.gate(condition) if hasattr(gen, "gate") else None
     # the cells: STRATA slices of each component along its direction, each of prior mass w_j / STRATA
     directions = directions_of(comp, eps, hits1, k)
-    cells = np.repeat(np.arange(k * STRATA), PROBE_PER_CELL)
-    hits2, _ = _probe(gen, spec, condition, c, mix, cells // STRATA, _probe_rng(spec.seed, c, 3), directions,
-                      cells % STRATA)
+    n_cells = k * STRATA
+    cells = np.repeat(np.arange(n_cells), PROBE_PER_CELL)
+    hits2, _, gated2 = _probe(gen, spec, condition, c, mix, cells // STRATA, _probe_rng(spec.seed, c, 3),
+                              directions, cells % STRATA, gate=gate)
     v = np.repeat(w, STRATA) / STRATA  # (k STRATA,) prior mass of each cell
-    cell_share = np.bincount(cells, hits2, k * STRATA) / PROBE_PER_CELL
+    cell_share = np.bincount(cells, hits2, n_cells) / PROBE_PER_CELL
     # both probes are unbiased for a_j; pooled, by rows
     per_comp = (np.bincount(comp, hits1, k) + np.bincount(cells // STRATA, hits2, k)) \
         / (PROBE_PER_COMPONENT + STRATA * PROBE_PER_CELL)
     plain = float(w @ per_comp)
     probed = comp.size + cells.size
-    full = ClassProposal(c, plain, plain, probed, None, k, tuple(range(k * STRATA)))
+    full = ClassProposal(c, plain, plain, probed, None, k, tuple(range(n_cells)))
+    m, mass, bound = 0, 0.0, 0.0
     drop = candidates(v, cell_share, plain=plain)
-    if not drop.size:
-        return full
-    rows = certify_rows(v, drop, plain)
-    which = np.repeat(drop, rows)
-    hits3, _ = _probe(gen, spec, condition, c, mix, which // STRATA, _probe_rng(spec.seed, c, 4), directions,
-                      which % STRATA)
-    hits3 = np.bincount(np.repeat(np.arange(drop.size), rows), hits3, drop.size)
-    m, mass, bound = certified(v, drop, rows, hits3, plain)
-    probed += int(rows.sum())
-    kept = np.setdiff1d(np.arange(k * STRATA), drop[:m])  # ascending cell order
+    if drop.size:
+        rows = certify_rows(v, drop, plain)
+        which = np.repeat(drop, rows)
+        hits3, _, _ = _probe(gen, spec, condition, c, mix, which // STRATA, _probe_rng(spec.seed, c, 4),
+                             directions, which % STRATA)
+        hits3 = np.bincount(np.repeat(np.arange(drop.size), rows), hits3, drop.size)
+        m, mass, bound = certified(v, drop, rows, hits3, plain)
+        probed += int(rows.sum())
+    kept = np.setdiff1d(np.arange(n_cells), drop[:m])  # ascending cell order
     w_kept = float(v[kept].sum())
     if m == 0 or (plain - mass) / w_kept < MIN_GAIN * plain:
+        kept, m, mass, bound, w_kept = np.arange(n_cells), 0, 0.0, 0.0, 1.0
+    dropped = dict(kept=tuple(int(j) for j in kept), kept_weight=w_kept, dropped_share=mass / plain,
+                   dropped_bound=bound / plain)
+    cut = (plain - mass) / w_kept  # the acceptance of the kept cells at their prior mass
+    if gate is not None:
+        # the envelope: cell c drawn at v_c M_c, its draws accepted with p(z) / M_c; raised where a probe of
+        # its own (at the prior mass within each kept cell) finds it clips more than CLIP_EPS of the mass
+        bounds = envelope(cells, gated2, n_cells)[kept]
+        check = np.repeat(np.arange(kept.size), CLIP_ROWS)
+        _, _, gated4 = _probe(gen, spec, condition, c, mix, kept[check] // STRATA, _probe_rng(spec.seed, c, 5),
+                              directions, kept[check] % STRATA, gate=gate)
+        probed += check.size
+        clipped = clipped_share(check, gated4, bounds, v[kept])
+        while clipped > CLIP_EPS and bounds.min() < 1.0:
+            bounds = np.minimum(2.0 * bounds, 1.0)
+            clipped = clipped_share(check, gated4, bounds, v[kept])
+        spread = float(v[kept] @ bounds) / w_kept  # the envelope's mass, relative to the kept cells'
+        if cut / spread >= MIN_GAIN * cut:
+            return ClassProposal(c, plain, cut / spread, probed, CellMixture(mix, directions, kept, bounds, forced), k,
+                                 envelope_mass=spread, clipped_share=clipped, **dropped)
+    if m == 0:
         return dataclasses.replace(full, probe_rows=probed)
-    return ClassProposal(c, plain, (plain - mass) / w_kept, probed, CellMixture(mix, directions, kept), k,
-                         tuple(int(j) for j in kept), w_kept, mass / plain, bound / plain)
+    return ClassProposal(c, plain, cut, probed, CellMixture(mix, directions, kept, None, forced), k, **dropped)
 
 
 _PLANS: dict[tuple, WherePlan] = {}  # (bundle sha256, spec) -> plan, kept for the life of the process
