@@ -96,6 +96,9 @@ def test_dry_run_and_manifest_name_the_native_column(native_bundle, tmp_path):
     assert r.exit_code == 0, r.output
     manifest = json.loads((tmp_path / "o" / "_manifest.json").read_text())
     assert [p["native"] for p in manifest["where"]["per_class"]] == ["job", "job"]
+    r = CliRunner().invoke(cli, ["info", str(native_bundle)], catch_exceptions=False)
+    assert "--condition-on job: a latent mixture for 3/3 of its values per class" in r.output
+    assert "--condition-on age: a latent mixture for 20/20 of its quantile bins per class" in r.output
     table = ds.dataset(tmp_path / "o").to_table()
     assert table.num_rows == 600 and set(table["job"].to_pylist()) == {"retired"}
 

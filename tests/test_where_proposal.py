@@ -305,10 +305,10 @@ class GatedGen:
     def decode(self, z, labels, rng, temperature=1.0, columns=None):
         return pa.table(self.codec.inverse_columns(self.params(z, labels), rng, temperature, columns))
 
-    def gate(self, condition):
+    def gate(self, condition, forced=()):
         from augment.gate import gate_for
 
-        return gate_for(self.codec, condition)
+        return gate_for(self.codec, condition, forced)
 
     def _check(self, *args):
         pass

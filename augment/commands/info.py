@@ -27,8 +27,8 @@ def summarize(bundle) -> dict:
         "latent_dim": meta["latent_dim"],
         "sampler": {"default": meta["sampler"]["default"],
                     "mixture_components": [len(c["weights"]) for c in meta["sampler"]["mixture"]["classes"]],
-                    "condition_on": {name: [len(c["values"]) for c in classes] for name, classes in
-                                     meta["sampler"].get("native", {}).get("columns", {}).items()}},
+                    "condition_on": {name: {"kind": entry["kind"], "values": [len(c["values"]) for c in entry["classes"]]}
+                                     for name, entry in meta["sampler"].get("native", {}).get("columns", {}).items()}},
         "onnx": {"opset": meta["onnx"]["opset"], "files": meta["onnx"]["files"], "parity": meta["onnx"].get("parity")},
         "training": {"config": training.get("config"), "metrics": training.get("metrics"), "source": training.get("source")},
     }
@@ -94,8 +94,9 @@ def info(bundle_path, as_json):
         f"({'/'.join(map(str, s['sampler']['mixture_components']))} mixture components per class)",
         f"label      {label['column'] or '(none: unconditional)'}, {len(label['classes'])} classes",
     ]
-    lines[-1:-1] = [f"           --condition-on {name}: a latent mixture for {'/'.join(map(str, n))} of its values per "
-                    "class (--where on it draws from them)" for name, n in s["sampler"]["condition_on"].items()]
+    lines[-1:-1] = [f"           --condition-on {name}: a latent mixture for {'/'.join(map(str, e['values']))} of its "
+                    f"{'values' if e['kind'] == 'categories' else 'quantile bins'} per class (--where on it draws "
+                    "from them)" for name, e in s["sampler"]["condition_on"].items()]
     width = max(len(str(k)) for k in label["classes"])
     lines += [f"  {str(k):<{width}}  {n:>9,} training rows" for k, n in zip(label["classes"], label["counts"])]
     lines.append("columns")
