@@ -164,3 +164,26 @@ def test_allowed_bins_never_leave_out_a_bin_holding_a_match():
         hit = x[(x >= lo) & (x < hi) & (x >= 0) & (x <= 4)]
         need = np.unique(np.searchsorted(edges[1:-1], hit, side="right"))
         assert got[need].all(), (lo, hi)
+
+
+def test_the_api_and_the_service_draw_the_same_native_rows(native_bundle):
+    import io
+
+    import pyarrow.parquet as pq
+    from fastapi.testclient import TestClient
+
+    import augment
+    from serving.app import create_app
+    from serving.settings import ServeSettings
+
+    synth = augment.Synthesizer.load(native_bundle)
+    where = ["job = retired", "age >= 50"]
+    want = synth.sample(class_counts={"no": 70, "yes": 30}, seed=5, where=where, output="arrow")
+    assert want.equals(generate_table(Generator.from_path(native_bundle), {0: 70, 1: 30}, 5, where=where))
+    with TestClient(create_app(ServeSettings(model=str(native_bundle)), generator=synth._generator()),
+                    raise_server_exceptions=False) as client:
+        r = client.post("/v1/generate", json={"counts": {"no": 70, "yes": 30}, "seed": 5, "where": where},
+                        headers={"accept": "application/vnd.apache.parquet"})
+        assert r.status_code == 200, r.text
+    got = pq.read_table(io.BytesIO(r.content))
+    assert got.select(want.column_names).equals(want)

@@ -63,7 +63,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("categorical", "numeric", "ids", "drop", "condition_on"):  # lists from JSON or callers
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)  # "a,b" (as on the command line) is two names, not a run of letters
+            names = value.split(",") if isinstance(value, str) else value
+            object.__setattr__(self, name, tuple(n.strip() for n in names if str(n).strip()))
         checks = [
             (self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch size must be >= 2, got {self.batch_size}"),
