@@ -58,6 +58,11 @@ class GaussianMixture:
         means = np.asarray(d["means"], dtype=np.float64)
         if "scales" in d:
             return cls(w / w.sum(), means, scales=np.asarray(d["scales"], dtype=np.float64))
+        if "cholesky_tril" in d:  # the lower triangles row by row (numpy.tril_indices order): half the numbers
+            k, dim = means.shape
+            chol = np.zeros((k, dim, dim))
+            chol[:, *np.tril_indices(dim)] = np.asarray(d["cholesky_tril"], dtype=np.float64).reshape(k, -1)
+            return cls(w / w.sum(), means, cholesky=chol)
         return cls(w / w.sum(), means, cholesky=np.asarray(d["cholesky"], dtype=np.float64))
 
     def to_json(self) -> dict:
