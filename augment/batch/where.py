@@ -37,6 +37,19 @@ faster but biased: its component shares were w_j a_j^2, and it missed the fideli
 rejection, K = all) is exact; a condition the latent does not decide, or a rare one the probes cannot
 certify, keeps every cell (plain rejection, the same rows as ``reject``).
 
+5. Categorical clauses (``augment.gate``): each draw from cell c is kept with p(z) / M_c, p(z) the chance its
+   row meets them (from the logits, no draw), M_c >= p over the cell (an envelope: 1.5 x the largest p of its
+   probe rows, raised until a probe of its own finds it clips at most ``CLIP_EPS`` of the mass), and cell c is
+   drawn at v_c M_c: exact where M_c bounds p, and a cell whose best z makes the clauses unlikely is drawn
+   that much less often. Without an envelope (``reject``, the prior) M_c = 1: the same rows in law as drawing
+   and testing the values.
+
+``--condition-on`` (``native_for``): where the bundle has latent mixtures per value of a column the condition
+tests (per category, or per quantile bin of a number, fitted to the training rows holding it), the plan draws
+from the mixture of the allowed values instead of the class's. A categorical column's values are then drawn
+from the allowed ones (nothing to reject); a number column's clauses are still tested (its bins straddle a
+bound). The other clauses get the cells above over that mixture, where it meets them less than half the time.
+
 All probes are seeded from the job seed and the class alone, so every process finds the same plan, and the
 plan (cells kept, the estimates, the bound) goes into ``--dry-run`` and the manifest.
 
