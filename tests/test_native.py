@@ -29,7 +29,9 @@ def jobs_table(n: int = 2400, seed: int = 0) -> pa.Table:
     job = rng.choice(["admin.", "technician", "retired", "student"], size=n, p=[0.46, 0.33, 0.2, 0.01])
     age = np.where(job == "retired", rng.normal(66, 4, n), rng.normal(36, 7, n)).round().astype(np.int64)
     label = rng.choice(["no", "yes"], size=n, p=[0.6, 0.4])
-    return pa.table({"age": age, "job": job, "housing": rng.choice(["yes", "no"], size=n), "label": label})
+    joined = pa.array((20_000 - 365 * (age - 18) + rng.integers(0, 365, n)).astype("int32")).cast(pa.date32())
+    return pa.table({"age": age, "job": job, "housing": rng.choice(["yes", "no"], size=n), "joined": joined,
+                     "code": [f"K{i}" for i in rng.choice(90_000_000, n, replace=False) + 10_000_000], "label": label})
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def native_bundle(tmp_path_factory):
     from training.config import TrainConfig
 
     out = tmp_path_factory.mktemp("bundles") / "native"
-    config = TrainConfig(**{**TINY, "epochs": 12, "latent_dim": 4}, condition_on=("job", "age"))
+    config = TrainConfig(**{**TINY, "epochs": 12, "latent_dim": 4}, condition_on=("job", "age", "joined"))
     train(jobs_table(), label="label", out=out, config=config, progress=False)
     return out
 
@@ -108,19 +110,18 @@ def test_condition_on_names_every_bad_column_before_training(tmp_path):
     from training.api import train
     from training.config import TrainConfig
 
-    dated = jobs_table().append_column("when", pa.array(np.arange(2400, dtype="int32"), pa.int32()).cast(pa.date32()))
     with pytest.raises(InputError) as err:
-        train(dated, label="label", out=tmp_path / "m",
-              config=TrainConfig(**TINY, condition_on=("when", "salary", "job")), progress=False)
-    assert str(err.value) == ("--condition-on 'when', 'salary': not a categorical or number column of the model; "
-                              "allowed: age, job, housing")
+        train(jobs_table(), label="label", out=tmp_path / "m",
+              config=TrainConfig(**TINY, condition_on=("code", "salary", "job")), progress=False)
+    assert str(err.value) == ("--condition-on 'code', 'salary': not a categorical, number or date column of the "
+                              "model; allowed: age, job, housing, joined")
     assert not (tmp_path / "m").exists()
     import pyarrow.parquet as pq
 
     pq.write_table(jobs_table(), tmp_path / "jobs.parquet")
     r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "jobs.parquet"), "--label", "label", "--out",
                                  str(tmp_path / "m"), "--condition-on", "salary", "--quiet", "--epochs", "1"])
-    assert r.exit_code != 0 and "--condition-on 'salary': not a categorical or number column" in r.output
+    assert r.exit_code != 0 and "--condition-on 'salary': not a categorical, number or date column" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "m").exists()
 
 
@@ -191,3 +192,17 @@ def test_the_api_and_the_service_draw_the_same_native_rows(native_bundle):
         assert r.status_code == 200, r.text
     got = pq.read_table(io.BytesIO(r.content))
     assert got.select(want.column_names).equals(want)
+
+
+def test_a_date_column_draws_from_its_bins(native_bundle):
+    import datetime
+
+    gen = Generator.from_path(native_bundle)
+    cut = "2000-01-01"  # joined before it: the older rows (joined = day 20,000 - 365 (age - 18) + noise)
+    plan = where_plan(gen, sample_spec({0: 1, 1: 1}, 0, where=(f"joined < {cut}",)))
+    days = jobs_table()["joined"].cast(pa.int32()).to_numpy()
+    held = float((days < (datetime.date(2000, 1, 1) - datetime.date(1970, 1, 1)).days).mean())
+    for p in plan.classes.values():
+        assert p.native == "joined" and held - 0.02 <= p.native_share <= held + 0.12  # its bins and one beyond
+    t = generate_table(gen, {0: 300, 1: 200}, 4, where=[f"joined < {cut}"])
+    assert t.num_rows == 500 and pc.max(t["joined"]).as_py() < datetime.date(2000, 1, 1)

@@ -71,25 +71,24 @@ def _column(table: pa.Table, name: str) -> pa.Array:
 
 
 def _conditionable(col) -> bool:
-    if col.kind == "categorical":
-        return True
-    t = col.arrow_type if col.kind == "numeric" else None
-    return t is not None and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t))
+    """Categories, numbers, decimals, dates, timestamps, times and durations (not identifiers or images)."""
+    return col.kind in ("categorical", "numeric", "temporal")
 
 
 def _check_condition_on(codec: Codec, names) -> None:
-    """--condition-on names categorical or number columns of the model: every other name in one error, before
-    training."""
+    """--condition-on names categorical, number or date columns of the model: every other name in one error,
+    before training."""
     allowed = [c.name for c in codec.columns if _conditionable(c)]
     bad = [n for n in names if n not in allowed]
     if bad:
-        raise InputError(f"--condition-on {', '.join(map(repr, bad))}: not a categorical or number column of the "
-                         f"model; allowed: {', '.join(allowed) or 'none'}")
+        raise InputError(f"--condition-on {', '.join(map(repr, bad))}: not a categorical, number or date column of "
+                         f"the model; allowed: {', '.join(allowed) or 'none'}")
 
 
 def native_codes(col, arr: pa.Array) -> tuple[np.ndarray, int, dict]:
     """(per-row value index, how many, the column's entry in bundle.json) for ``--condition-on``: a categorical
-    column's category indices (null last); a number column's NATIVE_BINS quantile bins of its finite values, bin
+    column's category indices (null last); a number, date or time column's NATIVE_BINS quantile bins of its finite
+    physical values (``augment.columns.types.to_physical``: days, ticks, local wall time), bin
     i holding [edges[i], edges[i + 1]) (the last one closed), and one index more for nulls and non-finite values."""
     if col.kind == "categorical":
         return col.codes(arr), col.out_dim, {"kind": "categories"}

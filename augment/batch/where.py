@@ -68,6 +68,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from augment import arrays
+from augment.columns.types import is_temporal, to_physical
 from augment.conditions import Condition, ConditionError, impossible, parse_where
 from augment.draws import standard_normal
 from augment.sampler import GaussianMixture
@@ -471,7 +473,7 @@ def allowed_bins(clauses, edges: np.ndarray, non_finite: bool = True) -> np.ndar
         non_finite and not any(cl.op in ("is null", "is not null") for cl in clauses))
     if any(cl.op == "is null" for cl in clauses):
         return out
-    values = [float(v.as_py()) for cl in clauses for v in cl.values]
+    values = [physical(v) for cl in clauses for v in cl.values]
     for i in range(bins):
         lo, hi = float(edges[i]), float(edges[i + 1])
         last = i == bins - 1
@@ -493,10 +495,19 @@ def spill(allowed: np.ndarray) -> np.ndarray:
     return out
 
 
+def physical(value: pa.Scalar) -> float:
+    """A clause value in the unit the bins are in (``to_physical``: a number, or a date's days, a timestamp's
+    ticks in local wall time), made from text as the clause's in-set is (``pa.array`` would import pandas)."""
+    if is_temporal(value.type):
+        arr = arrays.from_list([value.cast(pa.string()).as_py()], pa.string()).cast(value.type)
+        return float(to_physical(arr)[0][0])
+    return float(value.cast(pa.float64()).as_py())
+
+
 def _holds(clause, x: np.ndarray) -> np.ndarray:
     if clause.op == "is not null":
         return np.ones(x.size, dtype=bool)
-    v = [float(s.as_py()) for s in clause.values]
+    v = [physical(s) for s in clause.values]
     if clause.op == "in":
         return np.isin(x, v)
     return {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
