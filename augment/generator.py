@@ -262,9 +262,7 @@ class Generator:
                 rows = (np.flatnonzero(rng.random(m) * bound < gate.prob(params, temperature)) if gate.tests
                         else np.arange(m))
                 sub = params[rows]
-                cols = {}
-                for name, arr in gate.draw(sub, rng, temperature).items():  # gated columns, then the tested
-                    cols[name] = arr
+                cols = gate.draw(sub, rng, temperature)  # the gated columns, then the tested ones
                 cols.update(self.codec.inverse_columns(sub, rng, temperature, tested))
             else:
                 rows, sub = None, params
