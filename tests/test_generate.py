@@ -335,7 +335,10 @@ def test_ctrl_c_leaves_no_manifest_and_resume_finishes(table_bundle, tmp_path):
     cut = tmp_path / "cut"
     # Each shard's decoding is slowed (0.5 s) in the child, so the 16-shard job cannot finish before Ctrl-C
     # arrives: the test used to turn into a skip when it did.
-    slow = ("import sys, time; from augment.generator import Generator; real = Generator.sample\n"
+    # SIGINT as a terminal gives it: a shell's background job (`.ci/run &`) starts with it ignored, and the child
+    # would inherit that and finish instead
+    slow = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from augment.generator import Generator; real = Generator.sample\n"
             "def sample(self, *a, **k):\n    time.sleep(0.5)\n    return real(self, *a, **k)\n"
             "Generator.sample = sample\nfrom augment.cli import main; main(sys.argv[1:])")
     proc = subprocess.Popen([sys.executable, "-c", slow, *args, "--threads", "1", "--out", str(cut)],
