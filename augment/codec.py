@@ -122,6 +122,7 @@ class Codec:
                 i, o = i + n_in, o + n_out
         self.segments: list[Segment] = segments
         self._spans = spans
+        self._index = {col.name: i for i, col in enumerate(self.columns)}
         self.input_dim, self.output_dim = i, o
 
     # ---- fitting -------------------------------------------------------------------------------------------
@@ -259,17 +260,12 @@ class Codec:
 
     def column(self, name: str):
         """The named column's codec."""
-        for col in self.columns:
-            if col.name == name:
-                return col
-        raise KeyError(name)
+        return self.columns[self._index[name]]
 
     def output_slice(self, name: str) -> slice:
         """The decoder outputs of the named column (its parameters)."""
-        for col, (_, _, o0, o1) in zip(self.columns, self._spans):
-            if col.name == name:
-                return slice(o0, o1)
-        raise KeyError(name)
+        _, _, o0, o1 = self._spans[self._index[name]]
+        return slice(o0, o1)
 
     @property
     def identifiers(self) -> list:

@@ -23,6 +23,7 @@ from augment.columns.types import to_physical
 from augment.conditions import summarize
 from augment.errors import InputError, OutputExistsError
 from augment.fs import Location, resolve
+from augment.io import _as_array
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
@@ -63,11 +64,6 @@ def train(table: pa.Table, *, label: str | None, out: str | os.PathLike, config:
                       progress=progress, source=source)
     finally:
         torch.set_num_threads(threads_before)
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    col = table.column(name)
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
 def _conditionable(col) -> bool:
@@ -141,7 +137,7 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
     if config.condition_on:
         sampler["native"] = {"columns": {}}
         for name in config.condition_on:
-            codes, n_values, entry = native_codes(codec.column(name), _column(table, name))
+            codes, n_values, entry = native_codes(codec.column(name), _as_array(table.column(name)))
             entry["classes"] = fit_value_mixtures(mu[:len(x)], logvar[:len(x)], y_index, codes, n_classes, n_values,
                                                   components, config.seed, inflate)
             sampler["native"]["columns"][name] = entry

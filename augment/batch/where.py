@@ -308,15 +308,12 @@ class CellMixture:
     def _cum(self) -> np.ndarray:
         return np.cumsum(self.weights)
 
-    def _pick(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return np.searchsorted(self._cum, rng.random(n), side="right").clip(0, self.cells.size - 1)
-
     def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
         return self.sample_bounded(n, rng, temperature)[0]
 
     def sample_bounded(self, n: int, rng: np.random.Generator, temperature: float = 1.0):
         """(z (n, d), the bound M of each draw's cell (n,), or 1.0 without an envelope)."""
-        pick = self._pick(n, rng)
+        pick = np.searchsorted(self._cum, rng.random(n), side="right").clip(0, self.cells.size - 1)
         cell = self.cells[pick]
         z = draw_cells(self.mix, self.directions, cell // STRATA, cell % STRATA, rng, temperature)[0]
         return z, (1.0 if self.bounds is None else self.bounds[pick])
@@ -333,7 +330,7 @@ class NativeMixture:
         return self.mix.sample(n, rng, temperature)
 
     def sample_bounded(self, n: int, rng: np.random.Generator, temperature: float = 1.0):
-        return self.mix.sample(n, rng, temperature), 1.0
+        return self.sample(n, rng, temperature), 1.0
 
 
 def _probe(gen, spec, condition: Condition, c: int, mix, comp: np.ndarray, rng, directions=None,
@@ -454,10 +451,8 @@ def native_for(gen, condition: Condition, c: int) -> tuple[str, GaussianMixture,
     name, values, share, found = best
     parts = [found.mixtures[v] for v in values]
     weights = np.concatenate([m.weights * found.rows[v] for m, v in zip(parts, values)])
-    chol = np.concatenate([m.cholesky if m.cholesky is not None else np.einsum("kd,de->kde", m.scales,
-                                                                                 np.eye(m.means.shape[1]))
-                           for m in parts])
-    mix = GaussianMixture(weights / weights.sum(), np.concatenate([m.means for m in parts]), cholesky=chol)
+    mix = GaussianMixture(weights / weights.sum(), np.concatenate([m.means for m in parts]),
+                          cholesky=np.concatenate([m.cholesky for m in parts]))  # training writes full ones
     return name, mix, share, found.kind == "categories"
 
 
@@ -473,14 +468,15 @@ def allowed_bins(clauses, edges: np.ndarray, non_finite: bool = True) -> np.ndar
         non_finite and not any(cl.op in ("is null", "is not null") for cl in clauses))
     if any(cl.op == "is null" for cl in clauses):
         return out
-    values = [physical(v) for cl in clauses for v in cl.values]
+    tests = [(cl.op, [physical(v) for v in cl.values]) for cl in clauses]  # in the bins' unit, once
+    values = [v for _, vs in tests for v in vs]
     for i in range(bins):
         lo, hi = float(edges[i]), float(edges[i + 1])
         last = i == bins - 1
         top = hi if last or hi == lo else float(np.nextafter(hi, -np.inf))  # [lo, hi), the last bin [lo, hi]
         pts = np.unique([lo, top] + [v for v in values if lo <= v <= top])
         pts = np.concatenate([pts, (pts[1:] + pts[:-1]) / 2])
-        out[i] = bool(np.all([_holds(cl, pts) for cl in clauses], axis=0).any())
+        out[i] = bool(np.all([_holds(op, vs, pts) for op, vs in tests], axis=0).any())
     return out
 
 
@@ -504,14 +500,17 @@ def physical(value: pa.Scalar) -> float:
     return float(value.cast(pa.float64()).as_py())
 
 
-def _holds(clause, x: np.ndarray) -> np.ndarray:
-    if clause.op == "is not null":
+_NUMPY_COMPARE = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+                  ">=": np.greater_equal}
+
+
+def _holds(op: str, values: list[float], x: np.ndarray) -> np.ndarray:
+    """Whether the physical values ``x`` meet clause ``op`` on ``values`` (already physical)."""
+    if op == "is not null":
         return np.ones(x.size, dtype=bool)
-    v = [physical(s) for s in clause.values]
-    if clause.op == "in":
-        return np.isin(x, v)
-    return {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
-            ">=": np.greater_equal}[clause.op](x, v[0])
+    if op == "in":
+        return np.isin(x, values)
+    return _NUMPY_COMPARE[op](x, values[0])
 
 
 def _cells(gen, spec, condition: Condition, c: int, mix: GaussianMixture, rng, forced: tuple = ()) -> ClassProposal:
