@@ -4,8 +4,9 @@ Every latent draw (mixture, prior, perturbation) and every numeric column's nois
 ``standard_normal``. numpy's ``Generator.standard_normal`` spends about 9-11 ns a value on this machine (its
 ziggurat is not vectorised); two float32 uniforms (2.4 ns each) through a vectorised log, sqrt, cos and sin
 give two exact normals in about 3 ns a value (on a slower machine with AVX2 only, 2026-12-02: 10.6 ns a
-value, and 17.9 ns with ``np.log1p``, which numpy does not vectorise there). The uniforms have 24 bits, so nothing beyond 5.77 standard
-deviations is drawn (a probability of 8e-9 per value) and values are float32-accurate: what the decoder takes.
+value, and 17.9 ns with ``np.log1p``, which numpy does not vectorise there). The uniforms have 24 bits, so
+nothing beyond 5.77 standard deviations is drawn (a probability of 8e-9 per value) and values are
+float32-accurate: what the decoder takes.
 """
 
 from __future__ import annotations
