@@ -9,7 +9,7 @@ Training lives in the sibling package ``training`` and serving in ``serving``. `
 nothing heavy: ``Synthesizer`` is imported on first use.
 """
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
 
 __all__ = ["__version__", "Synthesizer"]
 

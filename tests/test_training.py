@@ -197,6 +197,7 @@ def test_info_prints_classes_and_json(table_bundle):
     (lambda d: ["--data", str(d / "text.csv"), "--label", "label"], "'12x'"),
     (lambda d: ["--data", str(d / "ragged.parquet"), "--label", "label"], "lengths"),
     (lambda d: ["--data", str(d / "t.parquet"), "--label", "label", "--epochs", "0"], "epochs"),
+    (lambda d: ["--data", str(d / "t.parquet"), "--label", "label", "--image-channels", "32,x"], "image channels"),
 ])
 def test_train_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, make, message):
     # Setup

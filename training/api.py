@@ -24,6 +24,7 @@ from augment.conditions import summarize
 from augment.errors import InputError, OutputExistsError
 from augment.fs import Location, resolve
 from augment.io import _as_array
+from training.calibrate import fit_intensity_calibration
 from training.config import TrainConfig
 from training.export import OPSET, export_onnx
 from training.jitter import jittered_copies, mixture_copies
@@ -118,7 +119,7 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
     logvar_index = tuple(s.out_start + 1 for s in codec.segments if s.kind == "numeric")
     torch.manual_seed(config.seed)
     model = build_model(codec.modality, codec.input_dim, codec.output_dim, n_classes, latent, config.hidden,
-                        image_shape=codec.image_shape, logvar_index=logvar_index)
+                        image_shape=codec.image_shape, logvar_index=logvar_index, image_channels=config.image_channels)
     result = fit(model, codec.segments, x, y, y_index, config, epochs, jitter=jitter, progress=progress)
     model.cpu()
 
@@ -134,6 +135,8 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
     mixture = fit_class_mixtures(mu, logvar, y_fit, n_classes, components, config.seed, covariance, fit_on,
                                  inflate=inflate, inflate_min_rows=INFLATE_MIN_ROWS)
     sampler = {"default": "mixture", "prior": {"kind": "normal"}, "mixture": mixture}
+    if codec.modality == "image":  # generated pixels carried to the training pixels' histogram (training/calibrate.py)
+        codec.columns[0].calibration = fit_intensity_calibration(model, mixture, list(codec.label.counts), x, config.seed)
     if config.condition_on:
         sampler["native"] = {"columns": {}}
         for name in config.condition_on:

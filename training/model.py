@@ -69,7 +69,7 @@ class ImageCVAE(nn.Module):
     """Two stride-2 convolutions down, two transposed convolutions up, cropped back to (H, W)."""
 
     def __init__(self, shape: tuple[int, int, int], n_classes: int, latent_dim: int, hidden: int = 256,
-                 channels: tuple[int, int] = (16, 32)):
+                 channels: tuple[int, int] = (32, 64)):
         super().__init__()
         c, h, w = shape
         self.shape = shape
@@ -108,9 +108,10 @@ class ImageCVAE(nn.Module):
 
 
 def build_model(modality: str, input_dim: int, output_dim: int, n_classes: int, latent_dim: int, hidden: int = 256,
-                image_shape: tuple[int, int, int] | None = None, logvar_index: tuple[int, ...] = ()) -> nn.Module:
+                image_shape: tuple[int, int, int] | None = None, logvar_index: tuple[int, ...] = (),
+                image_channels: tuple[int, int] = (32, 64)) -> nn.Module:
     if modality == "image":
-        return ImageCVAE(tuple(image_shape), n_classes, latent_dim, hidden)
+        return ImageCVAE(tuple(image_shape), n_classes, latent_dim, hidden, tuple(image_channels))
     return TableCVAE(input_dim, output_dim, n_classes, latent_dim, hidden, logvar_index)
 
 

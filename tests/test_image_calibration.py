@@ -1,0 +1,99 @@
+"""The intensity calibration of image bundles: fitted by training, applied on decode, validated on load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from augment.bundle import load_bundle
+from augment.codec import Codec
+from augment.columns.image import ImageColumn
+from augment.columns.types import type_to_str
+from augment.errors import SchemaError
+from augment.generator import Generator
+from augment.io import image_to_array
+from augment.rows import generate_table
+from conftest import make_digits_table
+from training.config import TrainConfig
+from training.model import build_model
+
+
+def _column(calibration=None) -> ImageColumn:
+    return ImageColumn("image", type_to_str(pa.list_(pa.uint8())), (1, 2, 2), 255.0, calibration=calibration)
+
+
+def test_calibrate_applies_the_knots_as_a_piecewise_linear_map():
+    col = _column(((0.0, 0.5, 1.0), (0.0, 0.0, 1.0)))  # below the middle -> black, above it stretched
+    p = np.array([0.0, 0.25, 0.5, 0.75, 1.0], np.float32)
+    np.testing.assert_allclose(col.calibrate(p), [0.0, 0.0, 0.0, 0.5, 1.0], atol=2 / 4095)  # a 4,096-level table
+    assert _column().calibrate(p) is p  # no calibration: the sigmoid's values untouched
+    # equal source knots (saturated pixels) keep the first target rather than an undefined slope
+    flat = _column(((0.0, 0.5, 0.5, 1.0), (0.0, 0.2, 0.9, 1.0)))
+    assert abs(float(flat.calibrate(np.array([0.5], np.float32))[0]) - 0.2) < 1e-3
+
+
+def _pixels(table):
+    return image_to_array(table.column("image").combine_chunks(), (1, 8, 8), name="image").astype(np.float64) / 255
+
+
+def test_training_fits_a_calibration_that_moves_generated_pixels_to_the_real_histogram(image_bundle):
+    bundle = load_bundle(image_bundle)
+    col = bundle.json["codec"]["columns"][0]
+    src, dst = np.asarray(col["calibration"]["source"]), np.asarray(col["calibration"]["target"])
+    assert len(src) == len(dst) > 100 and np.all(np.diff(src) >= 0) and np.all(np.diff(dst) >= 0)
+    assert src[0] == 0.0 and src[-1] == 1.0 and 0 <= dst.min() and dst.max() <= 1
+
+    real = _pixels(make_digits_table())
+    calibrated = _pixels(generate_table(Generator(bundle), {c: 60 for c in range(10)}, seed=5))
+    meta = json.loads((image_bundle / "bundle.json").read_text())
+    del meta["codec"]["columns"][0]["calibration"]
+    plain = Generator(bundle)
+    plain.codec = Codec.from_json(meta["codec"])  # the same network decoded through the bare sigmoid
+    raw = _pixels(generate_table(plain, {c: 60 for c in range(10)}, seed=5))
+    levels = np.linspace(0.02, 0.98, 49)
+    gap = lambda x: np.abs(np.quantile(x, levels) - np.quantile(real, levels)).mean()
+    assert gap(calibrated) < 0.5 * gap(raw), (gap(calibrated), gap(raw))
+
+
+def test_a_bundle_without_a_calibration_decodes_the_plain_sigmoid(tmp_path, image_bundle):
+    b = tmp_path / "old"
+    shutil.copytree(image_bundle, b)
+    meta = json.loads((b / "bundle.json").read_text())
+    del meta["codec"]["columns"][0]["calibration"]  # what bundles written before 0.3.2 hold
+    (b / "bundle.json").write_text(json.dumps(meta))
+    col = Generator(load_bundle(b)).codec.columns[0]
+    assert col.calibration is None
+    logits = np.linspace(-6, 6, 64, dtype=np.float32)[None, :]
+    expected = np.rint(255 / (1 + np.exp(-logits.astype(np.float64))))
+    got = image_to_array(col.inverse(logits, np.random.default_rng(0), 1.0), (1, 8, 8), name="image").reshape(1, -1)
+    np.testing.assert_allclose(got, expected, atol=1)
+
+
+@pytest.mark.parametrize("calibration", [
+    {"source": [0.0, 1.0], "target": [1.0, 0.0]},  # reversed
+    {"source": [0.0, 2.0], "target": [0.0, 1.0]},  # leaves [0, 1]
+    {"source": [0.0, 0.5, 1.0], "target": [0.0, 1.0]},  # unequal lengths
+    {"source": [0.0, float("nan")], "target": [0.0, 1.0]},
+    {"source": [0.0] * 5000, "target": [0.0] * 5000},  # too many knots
+    {"source": "0,1", "target": [0, 1]},
+])
+def test_a_damaged_calibration_is_refused_in_one_line(calibration):
+    d = _column().to_json() | {"calibration": calibration}
+    with pytest.raises(SchemaError, match="calibration must be source and target lists") as err:
+        ImageColumn.from_json(d)
+    assert "\n" not in str(err.value)
+
+
+def test_image_channels_are_a_config_field_the_network_uses():
+    assert TrainConfig().image_channels == (32, 64)
+    assert TrainConfig(image_channels="16,32").image_channels == (16, 32)
+    assert TrainConfig.from_json(TrainConfig(image_channels=(8, 8)).to_json()).image_channels == (8, 8)
+    for bad in ("32", "0,8", "a,b"):
+        with pytest.raises(ValueError, match="image channels must be two positive integers"):
+            TrainConfig(image_channels=bad)
+    model = build_model("image", 64, 64, 10, 4, 32, image_shape=(1, 8, 8), image_channels=(8, 12))
+    assert model.conv[0].out_channels == 8 and model.conv[2].out_channels == 12
