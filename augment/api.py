@@ -12,7 +12,7 @@ Every sampling call builds the ``JobSpec`` that ``augment generate`` would, plan
 and decodes its shards (``augment.rows``), so the CLI, this API and ``POST /v1/generate`` give the same rows for
 the same bundle, seed and counts. Training options are keyword arguments with the CLI's names and defaults
 (``epochs``, ``batch_size``, ``latent_dim``, ``hidden``, ``beta``, ``lr``, ``seed``, ``device``,
-``class_balance``, ``threads``, ``time_budget``, ``categorical``, ``numeric``, ``image_jitter``), or a
+``class_balance``, ``threads``, ``time_budget``, ``categorical``, ``numeric``, ``image_jitter``, ``image_channels``), or a
 ``training.config.TrainConfig`` as ``config=``.
 """
 
