@@ -33,7 +33,7 @@ def _quantiles(values: np.ndarray, levels: np.ndarray, rng: np.random.Generator)
 
 
 def fit_intensity_calibration(model: torch.nn.Module, mixture: dict, class_counts: list[int], x: np.ndarray,
-                              seed: int, batch: int = 2048) -> tuple[tuple[float, ...], tuple[float, ...]]:
+                              seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(source, target) knots: quantiles of generated sigmoid outputs -> the same quantiles of ``x`` (pixels in [0, 1])."""
     sampler = MixtureSampler.from_json(mixture, class_counts)
     rng = np.random.default_rng([seed, 0xCA11B])
@@ -45,9 +45,7 @@ def fit_intensity_calibration(model: torch.nn.Module, mixture: dict, class_count
             z = sampler.sample(c, PER_CLASS, rng).astype(np.float32)
             y = np.zeros((PER_CLASS, n_classes), np.float32)
             y[:, c] = 1.0
-            for i in range(0, PER_CLASS, batch):
-                logits = model.decode(torch.from_numpy(z[i:i + batch]), torch.from_numpy(y[i:i + batch]))
-                outs.append(torch.sigmoid(logits).numpy())
+            outs.append(torch.sigmoid(model.decode(torch.from_numpy(z), torch.from_numpy(y))).numpy())
     levels = np.linspace(0.0, 1.0, KNOTS)
     src = np.clip(_quantiles(np.concatenate(outs), levels, rng), 0.0, 1.0)
     dst = np.clip(_quantiles(x, levels, rng), 0.0, 1.0)
