@@ -136,7 +136,8 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
                                  inflate=inflate, inflate_min_rows=INFLATE_MIN_ROWS)
     sampler = {"default": "mixture", "prior": {"kind": "normal"}, "mixture": mixture}
     if codec.modality == "image":  # generated pixels carried to the training pixels' histogram (training/calibrate.py)
-        codec.columns[0].calibration = fit_intensity_calibration(model, mixture, list(codec.label.counts), x, config.seed)
+        codec.columns[0].calibration = fit_intensity_calibration(model, mixture, list(codec.label.counts), x,
+                                                                 codec.image_shape[0], config.seed)
     if config.condition_on:
         sampler["native"] = {"columns": {}}
         for name in config.condition_on:
