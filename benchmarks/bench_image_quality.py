@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import parse_overrides  # noqa: E402
 from bench_small_data import mnist_split  # noqa: E402
 
 from augment.codec import Codec  # noqa: E402
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/mnist_test.parquet")
     ap.add_argument("--channels", nargs="+", default=["16,32", "32,64"])
     ap.add_argument("--out", default="runs/bench_image_quality")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a non-default TrainConfig field for every network (experiments)")
     args = ap.parse_args()
     train_t, test_t = digits_split() if args.data == "digits" else mnist_split(args.data)
     x_real, y_real = pixels(train_t), train_t.column("label").to_numpy()
@@ -70,7 +73,8 @@ def main() -> None:
     for channels in args.channels:
         start = time.perf_counter()
         bundle = train(train_t, label="label", out=f"{args.out}/{channels.replace(',', '_')}",
-                       config=TrainConfig(image_channels=channels), overwrite=True, progress=False)
+                       config=TrainConfig(**{**parse_overrides(args.overrides), "image_channels": channels}),
+                       overwrite=True, progress=False)
         seconds = time.perf_counter() - start
         gen = Generator(bundle)
         plain = Generator(bundle)

@@ -1,4 +1,5 @@
-"""The intensity calibration of image bundles: fitted by training, applied on decode, validated on load."""
+"""Image defaults: the intensity calibration (fitted by training, applied on decode, validated on load), the
+network's channels and the KL weight."""
 
 from __future__ import annotations
 
@@ -127,3 +128,10 @@ def test_rgb_training_fits_one_map_per_channel(tmp_path):
     out = image_to_array(generate_table(Generator(bundle), {0: 20, 1: 20}, seed=1).column("image").combine_chunks(),
                          (3, 8, 8), name="image").reshape(40, 3, 64)  # channel-first
     assert out[:, 2].max() == 0 and out[:, 0].min() >= 90  # each channel kept to its own range
+
+
+def test_beta_defaults_by_modality_and_the_bundle_records_the_one_used(image_bundle, table_bundle):
+    assert TrainConfig().resolved_beta("image") == 0.25 and TrainConfig().resolved_beta("table") == 0.5
+    assert TrainConfig(beta=1.0).resolved_beta("image") == 1.0
+    for path, beta in ((image_bundle, 0.25), (table_bundle, 0.5)):
+        assert load_bundle(path).json["training"]["config"]["beta"] == beta

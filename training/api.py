@@ -9,6 +9,7 @@ to ONNX with a parity check, write bundle.json beside them (atomically, no pickl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -113,6 +114,7 @@ def _train(table: pa.Table, *, label: str | None, out: Location, config: TrainCo
     n_classes = len(codec.label.classes)
     y = np.eye(n_classes, dtype=np.float32)[y_index]  # (N, K)
 
+    config = dataclasses.replace(config, beta=config.resolved_beta(codec.modality))  # recorded as trained
     latent = config.resolved_latent_dim(codec.modality)
     jitter = config.resolved_image_jitter(codec.modality, len(x), n_classes, codec.image_shape)
     epochs = config.resolved_epochs(len(x), codec.modality, pixels=int(np.prod(codec.image_shape or (0,))), jitter=jitter)

@@ -34,7 +34,7 @@ def _image_shape(ctx, param, value):
 @click.option("--batch-size", type=click.IntRange(min=2), default=512, show_default=True)
 @click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent size (default 32 tables, 16 images).")
 @click.option("--hidden", type=click.IntRange(min=2), default=256, show_default=True, help="Hidden layer width.")
-@click.option("--beta", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Weight of the KL term.")
+@click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the KL term (default: 0.5 tables, 0.25 images).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
