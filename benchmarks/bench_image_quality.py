@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a non-default TrainConfig field for every network (experiments)")
     args = ap.parse_args()
+    overrides = parse_overrides(args.overrides)
+    if "image_channels" in overrides:
+        ap.error("--set image_channels=...: give the networks with --channels")
     train_t, test_t = digits_split() if args.data == "digits" else mnist_split(args.data)
     x_real, y_real = pixels(train_t), train_t.column("label").to_numpy()
     x_test, y_test = pixels(test_t), test_t.column("label").to_numpy()
@@ -73,7 +76,7 @@ def main() -> None:
     for channels in args.channels:
         start = time.perf_counter()
         bundle = train(train_t, label="label", out=f"{args.out}/{channels.replace(',', '_')}",
-                       config=TrainConfig(**{**parse_overrides(args.overrides), "image_channels": channels}),
+                       config=TrainConfig(**overrides, image_channels=channels),
                        overwrite=True, progress=False)
         seconds = time.perf_counter() - start
         gen = Generator(bundle)
