@@ -31,6 +31,17 @@ def sample_prior(n: int, latent_dim: int, rng: np.random.Generator, temperature:
     return standard_normal(rng, (n, latent_dim), temperature)
 
 
+def _stable_order(comp: np.ndarray) -> np.ndarray:
+    """``np.argsort(comp, kind="stable")`` for small non-negative ints, a third of its time here: the keys
+    ``comp * n + row`` are distinct, so a plain sort of them orders by component, then row."""
+    n = len(comp)
+    keys = np.asarray(comp, dtype=np.int64) * n
+    keys += np.arange(n)
+    keys.sort()
+    keys %= n
+    return keys
+
+
 @dataclass(frozen=True)
 class GaussianMixture:
     """One class's mixture: weights (k,), means (k, d), and either lower Cholesky factors (k, d, d) of full
@@ -97,14 +108,19 @@ class GaussianMixture:
         _, means, factors = self._float32
         if self.scales is not None:  # a gather, whatever the number of components
             return eps * factors[comp] + means[comp]
-        z = np.empty((n, d), np.float32)
-        order = np.argsort(comp, kind="stable")
+        order = _stable_order(comp)  # the rows of component 0 first, then 1, ... each in row order
         bounds = np.searchsorted(comp[order], np.arange(k + 1))
+        # rows grouped by component once (np.take: a quarter of a fancy index's time here), products on
+        # contiguous row ranges, then back to row order with one more take; the same products on the same
+        # operands as one product per component's rows, so the same bits
+        grouped = np.take(np.asarray(eps, np.float32), order, axis=0)
         for j in np.flatnonzero(np.diff(bounds)):
             for start in range(bounds[j], bounds[j + 1], MATMUL_ROWS):
-                rows = order[start:min(start + MATMUL_ROWS, bounds[j + 1])]
-                z[rows] = eps[rows] @ factors[j] + means[j]
-        return z
+                rows = slice(start, min(start + MATMUL_ROWS, bounds[j + 1]))
+                grouped[rows] = grouped[rows] @ factors[j] + means[j]
+        inverse = np.empty(n, np.intp)
+        inverse[order] = np.arange(n)
+        return np.take(grouped, inverse, axis=0)
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log p(z) under the mixture, (n,)."""

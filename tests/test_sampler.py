@@ -33,6 +33,22 @@ def test_full_covariance_mixture_of_older_bundles_still_samples():
     np.testing.assert_allclose(np.cov(left.T), chol[0] @ chol[0].T, atol=0.03)
 
 
+def test_full_covariance_transform_puts_each_row_through_its_own_component():
+    # Setup: 7 components, rows in random component order, more rows of one component than one product takes
+    rng = np.random.default_rng(3)
+    k, d, n = 7, 4, 1_500
+    chol = np.tril(rng.normal(size=(k, d, d))) + 3 * np.eye(d)
+    mix = GaussianMixture(np.full(k, 1 / k), rng.normal(0, 5, (k, d)), cholesky=chol)
+    comp = np.where(rng.random(n) < 0.5, 2, rng.integers(0, k, n))
+    eps = rng.standard_normal((n, d)).astype(np.float32)
+    # Run
+    z = mix.transform(comp, eps)
+    # Assert: row i is m_c + L_c eps_i for its own component c, in the rows' order
+    want = mix.means[comp] + np.einsum("nij,nj->ni", chol[comp], eps.astype(np.float64))
+    assert z.shape == (n, d) and z.dtype == np.float32
+    np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-4)
+
+
 def test_log_prob_diagonal_equals_full_with_diagonal_factors_and_json_round_trips():
     scales = np.array([[1.0, 0.1], [2.0, 0.5]])
     diag, full = two_blobs(scales=scales), two_blobs(cholesky=np.stack([np.diag(s) for s in scales]))
