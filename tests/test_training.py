@@ -82,6 +82,27 @@ def test_export_parity_matches_torch_and_fails_loudly_above_tolerance(monkeypatc
         export_mod.export_onnx(model, x, y)
 
 
+def test_the_log_variance_floor_changes_only_the_numeric_log_variance_outputs():
+    from training.model import LOGVAR_FLOOR
+
+    # Setup: raw decoder outputs far below the floor, so the floor has work to do
+    model = build_model("table", 6, 9, 2, 3, 8, logvar_index=(1, 4)).eval()
+    with torch.no_grad():
+        model.decoder[-1].bias.fill_(-40.0)
+    z = torch.from_numpy(np.random.default_rng(1).standard_normal((64, 3)).astype(np.float32))
+    y = torch.from_numpy(np.eye(2, dtype=np.float32)[np.arange(64) % 2])
+    # Run
+    with torch.no_grad():
+        raw = model.decoder(torch.cat([z, y], dim=1)).numpy()
+        out = model.decode(z, y).numpy()
+    # Assert: the two log-variance columns softly floored, every other output the raw one bit for bit
+    others = [j for j in range(9) if j not in (1, 4)]
+    np.testing.assert_array_equal(out[:, others], raw[:, others])
+    want = LOGVAR_FLOOR + np.logaddexp(0.0, raw[:, [1, 4]].astype(np.float64) - LOGVAR_FLOOR)
+    np.testing.assert_allclose(out[:, [1, 4]], want, atol=1e-5)
+    assert out[:, [1, 4]].min() >= LOGVAR_FLOOR and raw[:, [1, 4]].max() < LOGVAR_FLOOR
+
+
 def test_same_seed_same_data_gives_the_same_onnx_outputs(tmp_path, mixed_table, table_bundle):
     again = train(mixed_table, label="label", out=tmp_path / "again", config=TrainConfig(**TINY), progress=False)
     z = np.random.default_rng(0).standard_normal((32, again.latent_dim)).astype(np.float32)
