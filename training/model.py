@@ -43,8 +43,8 @@ class TableCVAE(nn.Module):
         self.decoder = _mlp([latent_dim + n_classes, hidden, hidden, output_dim])
         # A soft floor on the numeric log-variances, inside the graph, so the exported decoder applies it too:
         # a column with repeated values would otherwise drive its variance (and the likelihood) to infinity.
-        # Applied to those columns alone (gathered, floored, copied back): a softplus and two selects over the
-        # whole output were half the exported decoder's time on a wide categorical table.
+        # Applied to those columns alone (gathered, floored, the change added back): a softplus and two selects
+        # over the whole output were half the exported decoder's time on a wide categorical table.
         index = sorted(set(logvar_index))
         self.register_buffer("logvar_index", torch.tensor(index, dtype=torch.long), persistent=False)
         # (numeric columns, outputs) one-hot: the floor's change added back through a small product, which
