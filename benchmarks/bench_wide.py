@@ -1,6 +1,7 @@
 """Generation speed on a wide categorical table (issue 14, item 6): an Adult-like table of our own making.
 
     python benchmarks/bench_wide.py [--work runs/bench_wide] [--rows 1000000] [--epochs 5] [--no-train | --model B]
+                                    [--tvae PYTHON]
 
 The table (``adult_like``) has UCI Adult's shape: 48,842 rows, 6 numeric columns (``capital_gain`` and
 ``capital_loss`` mostly zero), 8 categorical ones (``workclass`` 9 values, ``education`` 16,
@@ -13,12 +14,16 @@ default): speed does not depend on what the weights learned, only on the codec's
 Rows printed (each ``augment generate`` a fresh process, start-up included, local engine, Parquet written):
 the decoder alone (onnxruntime on random inputs, best batch, all cores), 1M rows end to end, and peak RSS at
 1M and 5M rows. Goals: end to end >= 0.65 of the decoder alone and >= 272,000 rows/s (3x SDV TVAE's in-memory
-sampling rate on Adult, 90.7k rows/s), memory flat in the rows.
+sampling rate on Adult, 90.7k rows/s, measured on another machine), memory flat in the rows. ``--tvae PYTHON``
+also measures TVAE's rate here, in the same run (``benchmarks/tvae_rate.py`` under an interpreter that has
+sdv, or ctgan with ``--tvae-impl ctgan``: a one-epoch fit on the same table, then ``sample`` of ``--rows`` rows
+in memory), and the "x TVAE" column uses it instead of 90.7k.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +88,8 @@ def main() -> None:
     ap.add_argument("--no-train", action="store_true", help="reuse the bundle under --work")
     ap.add_argument("--model", help="measure this bundle (trained on the table) instead of --work's")
     ap.add_argument("--repeat", type=int, default=2, help="end-to-end runs at --rows; the best is printed")
+    ap.add_argument("--tvae", metavar="PYTHON", help="an interpreter with sdv (or ctgan): measure TVAE's rate here too")
+    ap.add_argument("--tvae-impl", choices=["sdv", "ctgan"], default="sdv", help="SDV's TVAESynthesizer or ctgan's TVAE")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -90,6 +97,8 @@ def main() -> None:
     if a.model:
         model = Path(a.model)
     elif not a.no_train or not (model / "bundle.json").exists():
+        pq.write_table(adult_like(), data)
+    if a.tvae and not data.exists():
         pq.write_table(adult_like(), data)
         subprocess.run([sys.executable, "-m", "augment.cli", "train", "--data", str(data), "--label", "income",
                         "--out", str(model), "--epochs", str(a.epochs), "--overwrite", "--quiet"], check=True)
@@ -102,11 +111,19 @@ def main() -> None:
     big = run_generate([*args, "--rows", str(a.big)], work / "out_big")
     probes.append(decoder_alone(str(model)))
     batch, dec_rate, dec_cpu = max(probes, key=lambda p: p[1])
+    tvae_rate, tvae_label = 90_700.0, "TVAE 90.7k (another machine)"
+    if a.tvae:  # after augment's runs, alone on the machine as they were
+        script = Path(__file__).resolve().parent / "tvae_rate.py"
+        res = subprocess.run([a.tvae, str(script), "--data", str(data), "--rows", str(a.rows), "--impl", a.tvae_impl],
+                             check=True, capture_output=True, text=True)
+        measured = json.loads(res.stdout.strip().splitlines()[-1])
+        tvae_rate = measured["rows_per_s"]
+        tvae_label = f"{measured['impl']} TVAE {fmt(tvae_rate)} (here, {measured['threads']} threads)"
     best = min(runs, key=lambda r: r["wall_s"])
 
     def row(label: str, r: dict) -> tuple:
         rate, cpu_rate = r["rows"] / r["wall_s"], r["rows"] / r["cpu_s"]
-        return (label, fmt(rate), f"{rate / dec_rate:.2f}", f"{rate / 90_700:.2f}x",
+        return (label, fmt(rate), f"{rate / dec_rate:.2f}", f"{rate / tvae_rate:.2f}x",
                 f"{fmt(cpu_rate)} ({cpu_rate / dec_cpu:.2f})", f"{r['peak_driver'] / 2**20:,.0f}")
 
     rows = [
@@ -115,7 +132,7 @@ def main() -> None:
         row(f"generate {fmt(a.rows)} rows, local (best of {len(runs)})", best),
         row(f"generate {fmt(a.big)} rows, local", big),
     ]
-    head = ("what", "rows/s (start-up incl.)", "ratio to decoder", "vs TVAE 90.7k", "rows per CPU-s (ratio)",
+    head = ("what", "rows/s (start-up incl.)", "ratio to decoder", f"vs {tvae_label}", "rows per CPU-s (ratio)",
             "peak RSS MiB")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     load = os.getloadavg()
