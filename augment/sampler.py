@@ -109,7 +109,7 @@ class GaussianMixture:
         if self.scales is not None:  # a gather, whatever the number of components
             return eps * factors[comp] + means[comp]
         order = _stable_order(comp)  # the rows of component 0 first, then 1, ... each in row order
-        bounds = np.searchsorted(comp[order], np.arange(k + 1))
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(comp, minlength=k))])  # component j: bounds[j]..[j+1]
         # rows grouped by component once (np.take: a quarter of a fancy index's time here), products on
         # contiguous row ranges, then back to row order with one more take; the same products on the same
         # operands as one product per component's rows, so the same bits

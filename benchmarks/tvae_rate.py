@@ -32,7 +32,6 @@ def main() -> None:
     a = ap.parse_args()
     table = pq.read_table(a.data)
     df = table.to_pandas()
-    discrete = [f.name for f in table.schema if str(f.type) == "string"]
     t0 = time.perf_counter()
     if a.impl == "sdv":
         from sdv.metadata import Metadata
@@ -45,6 +44,7 @@ def main() -> None:
     else:
         from ctgan import TVAE
 
+        discrete = [f.name for f in table.schema if str(f.type) == "string"]
         for name in discrete:
             df[name] = df[name].fillna("<null>")
         model = TVAE(epochs=1, enable_gpu=False)
